@@ -1,0 +1,113 @@
+"""Twin Delayed DDPG (Fujimoto et al., 2018).
+
+Clipped double-Q with twin critics (one stacked-parameter ensemble), target policy smoothing, and
+delayed actor and target updates. Defaults follow CleanRL's ``td3_continuous_action.py`` and SB3
+as each field says. Actions live in [-1, 1] inside the agent and are scaled to the env's bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from gendm.agents.base import Agent, AlgoSpec, OffPolicyConfig, box_bounds, register
+from gendm.core.config import check
+from gendm.data.replay import Batch
+from gendm.nn import EnsembleMLP, mlp
+
+
+@dataclass
+class TD3Config(OffPolicyConfig):
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor and critics (CleanRL / SB3: 3e-4; RL Zoo uses 1e-3 on Pendulum)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths (CleanRL: 256, 256; SB3: 400, 300)."""
+    tau: float = 0.005
+    """Polyak coefficient of the targets (CleanRL / SB3: 0.005)."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian action noise while collecting, in units of half the action range (0.1)."""
+    policy_noise: float = 0.2
+    """Std of the target policy smoothing noise (0.2)."""
+    noise_clip: float = 0.5
+    """Clip of the target policy smoothing noise (0.5)."""
+    policy_frequency: int = 2
+    """Gradient steps between actor and target updates (2)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.learning_rate > 0, "learning_rate", "must be > 0.")
+        check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
+        check(self.exploration_noise >= 0, "exploration_noise", "must be >= 0.")
+        check(self.policy_frequency >= 1, "policy_frequency", "must be >= 1.")
+
+
+class TD3(Agent):
+    def __init__(self, config: TD3Config, observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device, total_steps: int | None = None) -> None:
+        super().__init__(config, observation_space, action_space, device, total_steps)
+        obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
+        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        c = config
+        self.actor = nn.Sequential(mlp(obs_dim, act_dim, c.hidden), nn.Tanh()).to(device)
+        self.actor_target = nn.Sequential(mlp(obs_dim, act_dim, c.hidden), nn.Tanh()).to(device)
+        self.critic = EnsembleMLP(2, obs_dim + act_dim, 1, c.hidden).to(device)
+        self.critic_target = EnsembleMLP(2, obs_dim + act_dim, 1, c.hidden).to(device)
+        self.actor_target.load_state_dict(self.actor.state_dict())
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.actor_target.requires_grad_(False)
+        self.critic_target.requires_grad_(False)
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.learning_rate, **fused)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.learning_rate, **fused)
+        self.parts = {
+            "actor": self.actor, "actor_target": self.actor_target, "critic": self.critic,
+            "critic_target": self.critic_target, "actor_opt": self.actor_opt, "critic_opt": self.critic_opt,
+        }
+        self._targets = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+        self._sources = [*self.actor.parameters(), *self.critic.parameters()]
+        self._critic_step = self.maybe_compile(self._critic_step)
+        self._actor_step = self.maybe_compile(self._actor_step)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        action = self.actor(obs)
+        if not deterministic:
+            action = (action + self.config.exploration_noise * torch.randn_like(action)).clamp(-1, 1)
+        return action * self.action_scale + self.action_bias
+
+    def _critic_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        c = self.config
+        actions = (batch.actions - self.action_bias) / self.action_scale
+        with torch.no_grad():
+            noise = (torch.randn_like(actions) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+            next_actions = (self.actor_target(batch.next_obs) + noise).clamp(-1, 1)
+            next_q = self.critic_target(torch.cat([batch.next_obs, next_actions], -1)).squeeze(-1).min(0).values
+            target = batch.rewards + (1 - batch.terminations) * c.gamma * next_q
+        q = self.critic(torch.cat([batch.obs, actions], -1)).squeeze(-1)
+        critic_loss = (q - target).pow(2).mean(-1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        return {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
+
+    def _actor_step(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        q = self.critic(torch.cat([obs, self.actor(obs)], -1), detach=True)[0].squeeze(-1)
+        actor_loss = -q.mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        return {"losses/actor": actor_loss.detach()}
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        metrics = self._critic_step(batch)
+        if self.num_updates % self.config.policy_frequency == 0:
+            metrics |= self._actor_step(batch.obs)
+            torch._foreach_lerp_(self._targets, self._sources, self.config.tau)
+        self.num_updates += 1
+        return metrics
+
+
+register(AlgoSpec("td3", TD3Config, TD3, "off_policy", ("box",), "Twin Delayed DDPG"))

@@ -1,0 +1,1 @@
+"""Seeding, devices, registries, errors, atomic I/O, configs and the checkpoint format."""
