@@ -101,15 +101,17 @@ class ReplayBuffer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["capacity"] != self.capacity or tuple(state["obs"].shape[1:]) != self.obs_shape:
-            raise CheckpointError(
-                f"Saved buffer (capacity {state['capacity']}, obs {tuple(state['obs'].shape[1:])}) does not "
-                f"match this buffer (capacity {self.capacity}, obs {self.obs_shape})."
-            )
+        """Restore saved transitions; the capacity may differ if it holds them all (a longer run resumed)."""
         size = int(state["size"])
+        if size > self.capacity or tuple(state["obs"].shape[1:]) != self.obs_shape:
+            raise CheckpointError(
+                f"Saved buffer ({size} transitions, obs {tuple(state['obs'].shape[1:])}) does not fit this "
+                f"buffer (capacity {self.capacity}, obs {self.obs_shape})."
+            )
         for k, v in self._tensors().items():
             v[:size] = state[k].to(self.device)
-        self.pos, self.size = int(state["pos"]), size
+        same = int(state["capacity"]) == self.capacity
+        self.pos, self.size = (int(state["pos"]) if same else size % self.capacity), size
         self.generator.set_state(state["generator"].cpu())
 
     def save(self, directory: str | Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gendm.nn.mlp import ACTIVATIONS
+from gendm.nn.mlp import ACTIVATIONS, fp32_head
 
 
 class EnsembleLinear(nn.Module):
@@ -56,8 +56,6 @@ class EnsembleMLP(nn.Module):
         self.members = members
 
     def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x, detach)
-            if i < len(self.layers) - 1:
-                x = self.act(x)
-        return x
+        for layer in self.layers[:-1]:
+            x = self.act(layer(x, detach))
+        return fp32_head(self.layers[-1], x, detach)

@@ -1,0 +1,1 @@
+"""Benchmark harness: runs, reliable statistics and reports."""

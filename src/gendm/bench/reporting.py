@@ -1,0 +1,37 @@
+"""Reports from a benchmark directory: ``results.sqlite`` + ``spec.json`` -> report.md/html, summary.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gendm.bench.report import build_report
+from gendm.bench.runner import RESULTS_DB
+from gendm.bench.store import Store
+from gendm.core.errors import GendmError
+from gendm.envs.references import reference
+
+
+def write_report(out_dir: str | Path, reps: int = 50_000) -> dict[str, Any]:
+    """(Re)build the reports of ``out_dir`` from its store; return the summary dict."""
+    out_dir = Path(out_dir)
+    if not (out_dir / RESULTS_DB).is_file():
+        raise GendmError(f"{out_dir} has no {RESULTS_DB}: run `gendm bench SPEC --out {out_dir}` first.")
+    meta = json.loads((out_dir / "spec.json").read_text()) if (out_dir / "spec.json").is_file() else {}
+    store = Store(out_dir / RESULTS_DB)
+    try:
+        records = store.records(meta.get("run_ids"))
+    finally:
+        store.close()
+    if not records:
+        raise GendmError(f"{out_dir} has no finished runs to report yet.")
+    references = {}
+    for task in {r.task for r in records}:
+        ref = reference(task)
+        references[task] = (ref.random_return, ref.expert_return) if ref else None
+    summary = build_report(records, references, out_dir, title=f"gendm bench: {meta.get('name', out_dir.name)}",
+                           budgets=meta.get("budgets"), reps=reps)
+    if meta.get("skipped"):
+        summary["skipped"] = meta["skipped"]
+    return summary

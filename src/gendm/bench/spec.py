@@ -1,0 +1,204 @@
+"""Benchmark specs: a TOML file of methods x tasks (or suites) x seeds x budget, and its expansion
+into runs. Every mistake is reported with the path of the offending field (``tasks[1].stepz``).
+
+    name = "demo"
+    seeds = 3                      # 3 -> seeds 0, 1, 2; or an explicit list [0, 7, 9]
+    steps = 20000                  # default budget (env steps) per run
+    eval_every = 2000              # evaluation cadence in env steps
+    eval_episodes = 10
+    budgets = [5000, 10000]        # optional: sample-efficiency table budgets
+
+    [methods.sac]                  # a method: an algorithm plus config overrides
+    algo = "sac"                   # defaults to the method's name
+    set = { learning_rate = 1e-3 }
+
+    [[tasks]]
+    env = "Pendulum-v1"            # or: suite = "classic"
+    methods = ["sac"]              # optional: restrict to these methods
+    steps = 10000                  # optional: per-task budget and cadence
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from gendm.agents import ALGOS
+from gendm.core.config import apply_overrides, to_dict
+from gendm.core.errors import GendmError, SpecError, suggest
+from gendm.envs import check_env_id
+from gendm.envs.references import SUITES
+
+TOP_KEYS = {"name": str, "description": str, "seeds": (int, list), "steps": int, "eval_every": int,
+            "eval_episodes": int, "budgets": list, "methods": dict, "tasks": list}
+METHOD_KEYS = {"algo": str, "set": dict, "description": str}
+TASK_KEYS = {"env": str, "suite": str, "methods": list, "steps": int, "eval_every": int, "eval_episodes": int}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: fully resolved, hashable into a stable ``run_id``."""
+
+    method: str
+    algo: str
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+    task: str
+    seed: int
+    steps: int
+    eval_every: int
+    eval_episodes: int
+
+    @property
+    def run_id(self) -> str:
+        key = {k: v for k, v in asdict(self).items() if k != "overrides"}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps([self.algo, self.config], sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class BenchSpec:
+    name: str
+    seeds: list[int]
+    runs: list[RunSpec]
+    budgets: list[int] | None = None
+    skipped: list[str] = field(default_factory=list)
+    """Method x task pairs left out because the method cannot act in the task (with the reason)."""
+    source: str = ""
+
+
+def builtin_specs() -> dict[str, Path]:
+    folder = resources.files("gendm.bench") / "specs"
+    return {p.name.removesuffix(".toml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def load_spec(path_or_name: str | Path) -> BenchSpec:
+    """Parse and validate a spec file, or a built-in spec by name (``demo``)."""
+    path = Path(path_or_name)
+    if not path.is_file():
+        builtins = builtin_specs()
+        if str(path_or_name) in builtins:
+            path = builtins[str(path_or_name)]
+        else:
+            raise SpecError(f"No spec file {str(path_or_name)!r} and no built-in spec of that name."
+                            f"{suggest(str(path_or_name), builtins)} Built-in specs: {', '.join(sorted(builtins))}.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path} is not valid TOML: {e}") from e
+    spec = parse_spec(data)
+    spec.source = str(path)
+    return spec
+
+
+def _check_keys(table: dict, allowed: dict[str, Any], where: str) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            raise SpecError(f"Unknown key {where}{key!r} in spec.{suggest(key, allowed)} Allowed: {', '.join(allowed)}.")
+        expected = allowed[key]
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise SpecError(f"Spec field {where}{key} must be {names}, got {type(value).__name__} {value!r}.")
+
+
+def _positive(value: int, where: str) -> int:
+    if value < 1:
+        raise SpecError(f"Spec field {where} must be >= 1, got {value}.")
+    return value
+
+
+def parse_spec(data: dict[str, Any]) -> BenchSpec:
+    _check_keys(data, TOP_KEYS, "")
+    for required in ("methods", "tasks"):
+        if required not in data:
+            raise SpecError(f"Spec is missing {required!r} (see `gendm bench --help` for the format).")
+    seeds = data.get("seeds", 5)
+    seeds = list(range(_positive(seeds, "seeds"))) if isinstance(seeds, int) else seeds
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SpecError(f"Spec field seeds must be a positive integer or a list of integers, got {seeds!r}.")
+    defaults = {k: _positive(data.get(k, d), k) for k, d in (("steps", 100_000), ("eval_every", 5_000),
+                                                               ("eval_episodes", 10))}
+    budgets = data.get("budgets")
+    if budgets is not None and not all(isinstance(b, int) and b > 0 for b in budgets):
+        raise SpecError(f"Spec field budgets must be a list of positive integers, got {budgets!r}.")
+
+    methods: dict[str, tuple[str, dict, dict]] = {}
+    for name, table in data["methods"].items():
+        where = f"methods.{name}."
+        if not isinstance(table, dict):
+            raise SpecError(f"Spec field methods.{name} must be a table, got {table!r}.")
+        _check_keys(table, METHOD_KEYS, where)
+        algo = table.get("algo", name)
+        try:
+            spec = ALGOS.get(algo)
+        except GendmError as e:
+            raise SpecError(f"Spec field {where}algo: {e}") from None
+        overrides = table.get("set", {})
+        try:
+            config = to_dict(apply_overrides(spec.config_cls(), overrides))
+        except GendmError as e:
+            raise SpecError(f"Spec field {where}set: {e}") from None
+        methods[name] = (algo, overrides, config)
+    if not methods:
+        raise SpecError("Spec field methods is empty: define at least one [methods.NAME] table.")
+
+    runs: list[RunSpec] = []
+    skipped: list[str] = []
+    for i, task in enumerate(data["tasks"]):
+        where = f"tasks[{i}]."
+        if isinstance(task, str):
+            task = {"env": task}
+        if not isinstance(task, dict):
+            raise SpecError(f"Spec field tasks[{i}] must be a table or an env id, got {task!r}.")
+        _check_keys(task, TASK_KEYS, where)
+        if ("env" in task) == ("suite" in task):
+            raise SpecError(f"Spec field tasks[{i}] needs exactly one of 'env' or 'suite'.")
+        if "suite" in task:
+            if task["suite"] not in SUITES:
+                raise SpecError(f"Spec field {where}suite: unknown suite {task['suite']!r}."
+                                f"{suggest(task['suite'], SUITES)} Suites: {', '.join(SUITES)}.")
+            env_ids = list(SUITES[task["suite"]])
+        else:
+            env_ids = [task["env"]]
+        explicit = task.get("methods")
+        for m in explicit or []:
+            if m not in methods:
+                raise SpecError(f"Spec field {where}methods names {m!r}, which is not defined."
+                                f"{suggest(m, methods)} Defined: {', '.join(methods)}.")
+        budget = {k: _positive(task.get(k, defaults[k]), where + k) for k in defaults}
+        for env_id in env_ids:
+            try:
+                check_env_id(env_id)
+            except GendmError as e:
+                raise SpecError(f"Spec field {where}env: {e}") from None
+            action_space = gym.make(env_id).action_space
+            for name in explicit or list(methods):
+                algo, overrides, config = methods[name]
+                if not ALGOS.get(algo).supports(action_space):
+                    reason = f"{name} ({algo}) cannot act in {env_id} ({type(action_space).__name__} actions)"
+                    if explicit:
+                        raise SpecError(f"Spec field {where}methods: {reason}.")
+                    skipped.append(reason)
+                    continue
+                runs += [RunSpec(name, algo, overrides, config, env_id, seed, **budget) for seed in seeds]
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise SpecError("Spec lists the same (method, task, seed) more than once; remove the duplicate task entry.")
+    return BenchSpec(str(data.get("name", "bench")), seeds, runs, budgets, skipped)

@@ -1,0 +1,44 @@
+"""One benchmark run in its own process: ``python -m gendm.bench.worker RUN_DIR``.
+
+Reads ``RUN_DIR/run.json`` (a RunSpec), trains with resume, and leaves ``RUN_DIR/summary.json``.
+Exit status: 0 done, 3 failed (the summary says why), anything else a crash (see worker.log).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from gendm.bench.spec import RunSpec
+
+
+def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Train one run (resuming from ``run_dir`` if a checkpoint is there); return its summary."""
+    from gendm.train import TrainSettings, train
+
+    settings = TrainSettings(
+        spec.algo, spec.task, steps=spec.steps, seed=spec.seed, device=device, out_dir=run_dir,
+        overrides=spec.overrides, eval_every=spec.eval_every, eval_episodes=spec.eval_episodes,
+        resume=True, progress=False, threads=threads,
+    )
+    try:
+        summary = train(settings)
+    except Exception as e:  # the run is marked failed with the reason; the bench goes on
+        summary = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+    return summary | {"run_id": spec.run_id}
+
+
+def main() -> int:
+    run_dir = Path(sys.argv[1])
+    threads = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    spec = RunSpec.from_json((run_dir / "run.json").read_text())
+    summary = execute(spec, run_dir, threads)
+    if summary["status"] != "ok":
+        print(summary["error"], file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

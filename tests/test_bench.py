@@ -1,0 +1,120 @@
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gendm.bench.runner import run_bench
+from gendm.bench.spec import load_spec
+
+SPEC = """
+name = "tiny"
+seeds = 2
+steps = 600
+eval_every = 300
+eval_episodes = 2
+[methods.ppo]
+set = { num_envs = 2, num_steps = 50 }
+[methods.dqn]
+set = { learning_starts = 200 }
+[[tasks]]
+env = "CartPole-v1"
+"""
+
+
+@pytest.fixture()
+def spec_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(SPEC)
+    return path
+
+
+def _rows(out):
+    db = sqlite3.connect(out / "results.sqlite")
+    db.row_factory = sqlite3.Row
+    rows = {r["run_id"]: dict(r) for r in db.execute("SELECT * FROM runs")}
+    db.close()
+    return rows
+
+
+def test_local_bench_writes_store_and_reports_then_skips_finished_runs(tmp_path, spec_file):
+    out = tmp_path / "out"
+    summary = run_bench(load_spec(spec_file), out, workers=2, progress=False)
+    rows = _rows(out)
+    assert len(rows) == 4 and all(r["status"] == "done" and r["attempts"] == 1 for r in rows.values())
+    assert all(r["config_hash"] and r["git_commit"] and r["versions_json"] for r in rows.values())
+    for name in ("report.md", "report.html", "summary.json", "results.sqlite"):
+        assert (out / name).is_file()
+    assert set(summary["scores"]) == {"ppo", "dqn"} and "IQM" in summary["aggregate"]["ppo"]
+    assert json.loads((out / "summary.json").read_text())["runs"] == {"done": 4, "failed": 0}
+    run_bench(load_spec(spec_file), out, workers=2, progress=False)  # rerun: nothing is redone
+    assert _rows(out) == rows
+
+
+def _bench_cmd(spec_file, out, workers=1):
+    return [sys.executable, "-m", "gendm.cli", "bench", str(spec_file), "--out", str(out), "--workers", str(workers),
+            "--no-progress"]
+
+
+def _wait_for(predicate, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if predicate():
+                return True
+        except sqlite3.Error:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_loses_no_finished_run(tmp_path, spec_file):
+    out = tmp_path / "out"
+    driver = subprocess.Popen(_bench_cmd(spec_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: (out / "results.sqlite").exists()
+              and any(r["status"] == "done" for r in _rows(out).values()))
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done_before = {k: v for k, v in _rows(out).items() if v["status"] == "done"}
+    worker_pids = [int(v["worker"].split()[1]) for v in _rows(out).values() if v["status"] == "running"]
+    time.sleep(1.0)
+    for pid in worker_pids:  # workers die with their driver (PR_SET_PDEATHSIG)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert subprocess.run(_bench_cmd(spec_file, out, workers=2), capture_output=True).returncode == 0
+    after = _rows(out)
+    assert all(r["status"] == "done" for r in after.values()) and len(after) == 4
+    for run_id, row in done_before.items():  # finished runs were kept, not redone
+        assert after[run_id]["finished_at"] == row["finished_at"] and after[run_id]["attempts"] == 1
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_fails_that_run_and_a_rerun_redoes_it(tmp_path, spec_file):
+    out = tmp_path / "out"
+    driver = subprocess.Popen(_bench_cmd(spec_file, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: any(r["status"] == "running" for r in _rows(out).values()))
+    victim = next(r for r in _rows(out).values() if r["status"] == "running")
+    os.kill(int(victim["worker"].split()[1]), signal.SIGKILL)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 1 and "FAILED" in output
+    row = _rows(out)[victim["run_id"]]
+    assert row["status"] == "failed" and "killed by signal 9" in row["error"]
+    assert subprocess.run(_bench_cmd(spec_file, out, workers=2), capture_output=True).returncode == 0
+    row = _rows(out)[victim["run_id"]]
+    assert row["status"] == "done" and row["attempts"] == 2
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_the_same_spec(tmp_path, spec_file):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    summary = run_bench(load_spec(spec_file), out, workers=2, backend="ray", progress=False)
+    rows = _rows(out)
+    assert summary["runs"] == {"done": 4, "failed": 0} and all(r["worker"] == "ray" for r in rows.values())
+    assert all(Path(p).is_file() for p in (out / "report.html", out / "summary.json"))
