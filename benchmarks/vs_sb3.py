@@ -28,22 +28,39 @@ EVAL_EPISODES = 10
 def sb3_kwargs(algo: str, cfg: dict) -> dict:
     """Translate a gendm config (as a dict) into the equivalent SB3 constructor arguments."""
     if algo == "sac":
-        return dict(learning_rate=cfg["learning_rate"], buffer_size=cfg["buffer_size"],
-                    learning_starts=cfg["learning_starts"], batch_size=cfg["batch_size"], tau=cfg["tau"],
-                    gamma=cfg["gamma"], train_freq=cfg["train_freq"], gradient_steps=cfg["gradient_steps"],
-                    ent_coef="auto", policy_kwargs=dict(net_arch=list(cfg["hidden"])))
+        return dict(
+            learning_rate=cfg["learning_rate"],
+            buffer_size=cfg["buffer_size"],
+            learning_starts=cfg["learning_starts"],
+            batch_size=cfg["batch_size"],
+            tau=cfg["tau"],
+            gamma=cfg["gamma"],
+            train_freq=cfg["train_freq"],
+            gradient_steps=cfg["gradient_steps"],
+            ent_coef="auto",
+            policy_kwargs=dict(net_arch=list(cfg["hidden"])),
+        )
     if algo == "ppo":
         import torch
 
         lr = cfg["learning_rate"]
-        return dict(learning_rate=(lambda p: p * lr) if cfg["anneal_lr"] else lr, n_steps=cfg["num_steps"],
-                    batch_size=cfg["num_envs"] * cfg["num_steps"] // cfg["num_minibatches"],
-                    n_epochs=cfg["update_epochs"], gamma=cfg["gamma"], gae_lambda=cfg["gae_lambda"],
-                    clip_range=cfg["clip_coef"], clip_range_vf=cfg["clip_coef"] if cfg["clip_vloss"] else None,
-                    normalize_advantage=cfg["norm_adv"], ent_coef=cfg["ent_coef"], vf_coef=cfg["vf_coef"],
-                    max_grad_norm=cfg["max_grad_norm"],
-                    policy_kwargs=dict(net_arch=dict(pi=list(cfg["hidden"]), vf=list(cfg["hidden"])),
-                                       activation_fn=torch.nn.Tanh))
+        return dict(
+            learning_rate=(lambda p: p * lr) if cfg["anneal_lr"] else lr,
+            n_steps=cfg["num_steps"],
+            batch_size=cfg["num_envs"] * cfg["num_steps"] // cfg["num_minibatches"],
+            n_epochs=cfg["update_epochs"],
+            gamma=cfg["gamma"],
+            gae_lambda=cfg["gae_lambda"],
+            clip_range=cfg["clip_coef"],
+            clip_range_vf=cfg["clip_coef"] if cfg["clip_vloss"] else None,
+            normalize_advantage=cfg["norm_adv"],
+            ent_coef=cfg["ent_coef"],
+            vf_coef=cfg["vf_coef"],
+            max_grad_norm=cfg["max_grad_norm"],
+            policy_kwargs=dict(
+                net_arch=dict(pi=list(cfg["hidden"]), vf=list(cfg["hidden"])), activation_fn=torch.nn.Tanh
+            ),
+        )
     raise SystemExit(f"no SB3 mapping for {algo}")
 
 
@@ -63,12 +80,30 @@ def run_one(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides: 
     cfg = apply_overrides(ALGOS.get(algo).config_cls(), overrides)
     if lib.startswith("gendm"):
         with tempfile.TemporaryDirectory() as out:
-            s = train(TrainSettings(algo, env_id, steps=steps, seed=seed, out_dir=Path(out), overrides=overrides,
-                                    eval_every=steps, eval_episodes=EVAL_EPISODES, progress=False,
-                                    tensorboard=False, resume=False, threads=1))
-        return {"final_return": s["final_return"], "env_steps": s["env_steps"], "train_s": s["train_s"],
-                "env_steps_per_s": s["env_steps_per_s"], "grad_steps": s["grad_steps"],
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            s = train(
+                TrainSettings(
+                    algo,
+                    env_id,
+                    steps=steps,
+                    seed=seed,
+                    out_dir=Path(out),
+                    overrides=overrides,
+                    eval_every=steps,
+                    eval_episodes=EVAL_EPISODES,
+                    progress=False,
+                    tensorboard=False,
+                    resume=False,
+                    threads=1,
+                )
+            )
+        return {
+            "final_return": s["final_return"],
+            "env_steps": s["env_steps"],
+            "train_s": s["train_s"],
+            "env_steps_per_s": s["env_steps_per_s"],
+            "grad_steps": s["grad_steps"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
     import stable_baselines3 as sb3
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -88,9 +123,14 @@ def run_one(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides: 
 
     eval_env = make_env(env_id, 1, seed=seed + EVAL_SEED_OFFSET)
     returns = evaluate(Adapter(), eval_env, EVAL_EPISODES, seed + EVAL_SEED_OFFSET)
-    return {"final_return": float(returns.mean()), "env_steps": int(model.num_timesteps), "train_s": train_s,
-            "env_steps_per_s": model.num_timesteps / train_s, "grad_steps": int(getattr(model, "_n_updates", 0)),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "final_return": float(returns.mean()),
+        "env_steps": int(model.num_timesteps),
+        "train_s": train_s,
+        "env_steps_per_s": model.num_timesteps / train_s,
+        "grad_steps": int(getattr(model, "_n_updates", 0)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -109,7 +149,18 @@ def main() -> None:
         print(json.dumps(run_one(a.one[0], a.algo, a.env, a.steps, int(a.one[1]), a.set)))
         return
     jobs = [(lib, seed) for seed in range(a.seeds) for lib in a.libs.split(",")]
-    base = [sys.executable, __file__, "--algo", a.algo, "--env", a.env, "--steps", str(a.steps), "--out", str(a.out)]
+    base = [
+        sys.executable,
+        __file__,
+        "--algo",
+        a.algo,
+        "--env",
+        a.env,
+        "--steps",
+        str(a.steps),
+        "--out",
+        str(a.out),
+    ]
     base += [x for s in a.set for x in ("--set", s)] + ["--libs", a.libs]
 
     def launch(job):
@@ -126,9 +177,22 @@ def main() -> None:
     with ThreadPoolExecutor(a.workers) as pool:
         results = list(pool.map(launch, jobs))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"algo": a.algo, "env": a.env, "steps": a.steps, "overrides": a.set,
-                                 "workers": a.workers, "started": started, "command": " ".join(sys.argv),
-                                 "machine": f"{os.cpu_count()}-core CPU", "runs": results}, indent=2))
+    a.out.write_text(
+        json.dumps(
+            {
+                "algo": a.algo,
+                "env": a.env,
+                "steps": a.steps,
+                "overrides": a.set,
+                "workers": a.workers,
+                "started": started,
+                "command": " ".join(sys.argv),
+                "machine": f"{os.cpu_count()}-core CPU",
+                "runs": results,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {a.out}")
 
 

@@ -16,16 +16,26 @@ def _agent(name, env_id, **overrides):
     spec = ALGOS.get(name)
     env = gym.make(env_id)
     cfg = apply_overrides(spec.config_cls(), overrides)
-    return spec.agent_cls(cfg, env.observation_space, env.action_space, torch.device("cpu"), total_steps=1000), env
+    return spec.agent_cls(
+        cfg, env.observation_space, env.action_space, torch.device("cpu"), total_steps=1000
+    ), env
 
 
 def _batch(agent, env, n=64):
     obs_dim = env.observation_space.shape[0]
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
-    buf = ReplayBuffer(256, (obs_dim,), env.action_space.shape, action_dtype=torch.long if discrete else torch.float32)
+    buf = ReplayBuffer(
+        256, (obs_dim,), env.action_space.shape, action_dtype=torch.long if discrete else torch.float32
+    )
     acts = [env.action_space.sample() for _ in range(n)]
-    buf.add(torch.randn(n, obs_dim), torch.tensor(np.array(acts)), torch.randn(n), torch.randn(n, obs_dim),
-            torch.zeros(n), torch.zeros(n))
+    buf.add(
+        torch.randn(n, obs_dim),
+        torch.tensor(np.array(acts)),
+        torch.randn(n),
+        torch.randn(n, obs_dim),
+        torch.zeros(n),
+        torch.zeros(n),
+    )
     return buf.sample(32)
 
 
@@ -53,7 +63,13 @@ def test_off_policy_update_and_actions_in_bounds(name, precision):
 def test_ppo_update_on_a_rollout(env_id):
     agent, env = _agent("ppo", env_id, num_envs=2, num_steps=8, num_minibatches=2)
     obs_dim = env.observation_space.shape[0]
-    roll = RolloutBuffer(8, 2, (obs_dim,), env.action_space.shape, action_dtype=torch.long if env_id == "CartPole-v1" else torch.float32)
+    roll = RolloutBuffer(
+        8,
+        2,
+        (obs_dim,),
+        env.action_space.shape,
+        action_dtype=torch.long if env_id == "CartPole-v1" else torch.float32,
+    )
     for _ in range(8):
         obs = torch.randn(2, obs_dim)
         a, logp, v = agent.act_with_value(obs)
@@ -80,15 +96,49 @@ LEARNING = [
     ("sac", "Pendulum-v1", 6000, {"learning_rate": 1e-3, "learning_starts": 500, "hidden": (64, 64)}, -700),
     ("td3", "Pendulum-v1", 6000, {"learning_rate": 1e-3, "learning_starts": 500, "hidden": (64, 64)}, -700),
     ("ppo", "CartPole-v1", 30000, {}, 150),
-    ("dqn", "CartPole-v1", 20000, {"learning_starts": 1000, "train_freq": 4, "exploration_fraction": 0.2,
-                                   "target_network_frequency": 400}, 120),
+    (
+        "dqn",
+        "CartPole-v1",
+        20000,
+        {
+            "learning_starts": 1000,
+            "train_freq": 4,
+            "exploration_fraction": 0.2,
+            "target_network_frequency": 400,
+        },
+        120,
+    ),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, env_id, steps, overrides, threshold", LEARNING, ids=[x[0] for x in LEARNING])
 def test_learner_improves_on_a_tiny_task(tmp_path, name, env_id, steps, overrides, threshold):
-    s = train(TrainSettings(name, env_id, steps=steps, seed=1, out_dir=tmp_path, overrides=overrides,
-                            eval_every=steps, eval_episodes=5, progress=False, tensorboard=False))
+    s = train(
+        TrainSettings(
+            name,
+            env_id,
+            steps=steps,
+            seed=1,
+            out_dir=tmp_path,
+            overrides=overrides,
+            eval_every=steps,
+            eval_episodes=5,
+            progress=False,
+            tensorboard=False,
+        )
+    )
     first, last = s["curve"][0]["return_mean"], s["final_return"]
     assert last > threshold and last > first, s["curve"]
+
+
+@pytest.mark.slow
+def test_compile_switch_gives_the_same_loss_as_eager():
+    eager, env = _agent("dqn", "CartPole-v1", batch_size=32)
+    compiled, _ = _agent("dqn", "CartPole-v1", batch_size=32, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    batch = _batch(eager, env)
+    loss_e, _ = eager._loss(batch)
+    loss_c, _ = compiled._loss(batch)
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(torch.stack(list(compiled.update(batch).values()))).all()

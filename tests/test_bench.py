@@ -57,8 +57,18 @@ def test_local_bench_writes_store_and_reports_then_skips_finished_runs(tmp_path,
 
 
 def _bench_cmd(spec_file, out, workers=1):
-    return [sys.executable, "-m", "gendm.cli", "bench", str(spec_file), "--out", str(out), "--workers", str(workers),
-            "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "gendm.cli",
+        "bench",
+        str(spec_file),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--no-progress",
+    ]
 
 
 def _wait_for(predicate, timeout=120):
@@ -76,9 +86,12 @@ def _wait_for(predicate, timeout=120):
 @pytest.mark.slow
 def test_sigkill_of_the_driver_loses_no_finished_run(tmp_path, spec_file):
     out = tmp_path / "out"
-    driver = subprocess.Popen(_bench_cmd(spec_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(lambda: (out / "results.sqlite").exists()
-              and any(r["status"] == "done" for r in _rows(out).values()))
+    driver = subprocess.Popen(
+        _bench_cmd(spec_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _wait_for(
+        lambda: (out / "results.sqlite").exists() and any(r["status"] == "done" for r in _rows(out).values())
+    )
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     done_before = {k: v for k, v in _rows(out).items() if v["status"] == "done"}
@@ -97,7 +110,9 @@ def test_sigkill_of_the_driver_loses_no_finished_run(tmp_path, spec_file):
 @pytest.mark.slow
 def test_sigkill_of_a_worker_fails_that_run_and_a_rerun_redoes_it(tmp_path, spec_file):
     out = tmp_path / "out"
-    driver = subprocess.Popen(_bench_cmd(spec_file, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        _bench_cmd(spec_file, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     _wait_for(lambda: any(r["status"] == "running" for r in _rows(out).values()))
     victim = next(r for r in _rows(out).values() if r["status"] == "running")
     os.kill(int(victim["worker"].split()[1]), signal.SIGKILL)

@@ -8,7 +8,9 @@ from gendm.data import ReplayBuffer, RolloutBuffer
 
 def _fill(buf, n, start=0):
     idx = np.arange(start, start + n, dtype=np.float32)
-    buf.add(np.stack([idx, -idx], 1), idx[:, None], idx, np.stack([idx + 1, -idx], 1), idx % 2 == 0, idx % 3 == 0)
+    buf.add(
+        np.stack([idx, -idx], 1), idx[:, None], idx, np.stack([idx + 1, -idx], 1), idx % 2 == 0, idx % 3 == 0
+    )
 
 
 def test_replay_buffer_keeps_transitions_and_flags_apart():
@@ -16,8 +18,14 @@ def test_replay_buffer_keeps_transitions_and_flags_apart():
     _fill(buf, 4)
     b = buf.sample(64)
     i = b.rewards
-    assert torch.equal(b.obs[:, 0], i) and torch.equal(b.next_obs[:, 0], i + 1) and torch.equal(b.actions[:, 0], i)
-    assert torch.equal(b.terminations, (i % 2 == 0).float()) and torch.equal(b.truncations, (i % 3 == 0).float())
+    assert (
+        torch.equal(b.obs[:, 0], i)
+        and torch.equal(b.next_obs[:, 0], i + 1)
+        and torch.equal(b.actions[:, 0], i)
+    )
+    assert torch.equal(b.terminations, (i % 2 == 0).float()) and torch.equal(
+        b.truncations, (i % 3 == 0).float()
+    )
 
 
 def test_ring_wraps_around_and_sampling_is_uniform():
@@ -80,7 +88,14 @@ def test_gae_matches_the_lambda_return_definition(lam):
     last = rng.normal(size=E)
     buf = RolloutBuffer(T, E, (1,), ())
     for t in range(T):
-        buf.add(np.zeros((E, 1)), np.zeros(E), torch.zeros(E), rewards[t], ended[t], torch.tensor(values[t]).float())
+        buf.add(
+            np.zeros((E, 1)),
+            np.zeros(E),
+            torch.zeros(E),
+            rewards[t],
+            ended[t],
+            torch.tensor(values[t]).float(),
+        )
     buf.compute_gae(torch.tensor(last).float(), gamma, lam)
     for e in range(E):
         ref = _reference_gae(rewards[:, e], values[:, e], ended[:, e], last[e], gamma, lam)

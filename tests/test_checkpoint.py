@@ -19,8 +19,17 @@ def _state():
     opt = torch.optim.Adam(net.parameters())
     net(torch.randn(4, 3)).sum().backward()
     opt.step()
-    return net, opt, {"net": net.state_dict(), "opt": opt.state_dict(), "stats": np.arange(3.0),
-                      "pair": (1, "a"), "none": None}
+    return (
+        net,
+        opt,
+        {
+            "net": net.state_dict(),
+            "opt": opt.state_dict(),
+            "stats": np.arange(3.0),
+            "pair": (1, "a"),
+            "none": None,
+        },
+    )
 
 
 def test_roundtrip_restores_modules_optimisers_and_plain_values(tmp_path):
@@ -34,7 +43,11 @@ def test_roundtrip_restores_modules_optimisers_and_plain_values(tmp_path):
     opt2.load_state_dict(loaded["opt"])  # int-keyed optimiser state survives JSON
     assert torch.equal(net2.weight, net.weight)
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-    assert np.array_equal(loaded["stats"], np.arange(3.0)) and loaded["pair"] == (1, "a") and loaded["none"] is None
+    assert (
+        np.array_equal(loaded["stats"], np.arange(3.0))
+        and loaded["pair"] == (1, "a")
+        and loaded["none"] is None
+    )
 
 
 def test_flipped_byte_is_detected(tmp_path):

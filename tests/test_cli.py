@@ -7,8 +7,25 @@ from gendm.cli import main
 
 def test_train_writes_the_summary_contract(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "ppo", "--env", "CartPole-v1", "--steps", "1024", "--out", str(out), "--eval-every", "512",
-                 "--eval-episodes", "2", "--no-progress", "--set", "num_steps=64"])
+    code = main(
+        [
+            "train",
+            "ppo",
+            "--env",
+            "CartPole-v1",
+            "--steps",
+            "1024",
+            "--out",
+            str(out),
+            "--eval-every",
+            "512",
+            "--eval-episodes",
+            "2",
+            "--no-progress",
+            "--set",
+            "num_steps=64",
+        ]
+    )
     assert code == 0
     s = json.loads((out / "summary.json").read_text())
     assert {"final_return", "env_steps", "grad_steps", "wall_s", "curve"} <= set(s)
@@ -27,10 +44,13 @@ def test_unknown_algorithm_and_env_errors_suggest_names(tmp_path, capsys):
 
 def test_help_explains_every_option_with_defaults():
     for args in (["train", "--help"], ["bench", "--help"], ["report", "--help"], ["list", "--help"]):
-        out = subprocess.run([sys.executable, "-m", "gendm.cli", *args], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "gendm.cli", *args], capture_output=True, text=True
+        ).stdout
         assert "default" in out, args
-    algo_help = subprocess.run([sys.executable, "-m", "gendm.cli", "train", "sac", "--help"], capture_output=True,
-                               text=True).stdout
+    algo_help = subprocess.run(
+        [sys.executable, "-m", "gendm.cli", "train", "sac", "--help"], capture_output=True, text=True
+    ).stdout
     assert "tau=0.005" in algo_help and "Polyak" in algo_help
 
 

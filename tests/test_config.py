@@ -16,8 +16,17 @@ def test_field_docstrings_become_help_including_inherited_fields():
 
 
 def test_overrides_are_parsed_to_field_types():
-    cfg = apply_overrides(SACConfig(), ["learning_rate=1e-3", "hidden=64,64", "autotune=false",
-                                        "target_entropy=-2", "critic_learning_rate=none", "batch_size=1_024"])
+    cfg = apply_overrides(
+        SACConfig(),
+        [
+            "learning_rate=1e-3",
+            "hidden=64,64",
+            "autotune=false",
+            "target_entropy=-2",
+            "critic_learning_rate=none",
+            "batch_size=1_024",
+        ],
+    )
     assert cfg.learning_rate == 1e-3 and cfg.hidden == (64, 64) and cfg.autotune is False
     assert cfg.target_entropy == -2.0 and cfg.critic_learning_rate is None and cfg.batch_size == 1024
     assert apply_overrides(SACConfig(), {"batch_size": 64.0}).batch_size == 64  # TOML floats that are whole
@@ -28,8 +37,15 @@ def test_unknown_field_suggests_the_closest_name():
         apply_overrides(SACConfig(), ["learning_rat=1"])
 
 
-@pytest.mark.parametrize("pair, field", [("batch_size=abc", "batch_size"), ("autotune=maybe", "autotune"),
-                                         ("batch_size=1.5", "batch_size"), ("precision=fp8", "precision")])
+@pytest.mark.parametrize(
+    "pair, field",
+    [
+        ("batch_size=abc", "batch_size"),
+        ("autotune=maybe", "autotune"),
+        ("batch_size=1.5", "batch_size"),
+        ("precision=fp8", "precision"),
+    ],
+)
 def test_bad_values_name_the_field(pair, field):
     with pytest.raises(ConfigError, match=field):
         apply_overrides(SACConfig(), [pair])

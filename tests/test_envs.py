@@ -15,7 +15,9 @@ def test_vector_env_with_seeded_resets():
 
 
 def test_unknown_env_suggests_close_ids():
-    with pytest.raises(UnknownNameError, match=r"Unknown environment 'CartPole-v9'.*Did you mean: .*CartPole-v1"):
+    with pytest.raises(
+        UnknownNameError, match=r"Unknown environment 'CartPole-v9'.*Did you mean: .*CartPole-v1"
+    ):
         make_env("CartPole-v9")
     with pytest.raises(ConfigError):
         make_env("CartPole-v1", num_envs=0)

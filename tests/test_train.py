@@ -10,8 +10,18 @@ from gendm.train import TrainSettings, train
 
 
 def _settings(tmp_path, **kw):
-    base = dict(algo="dqn", env_id="CartPole-v1", steps=1200, out_dir=tmp_path, eval_every=500, eval_episodes=2,
-                log_every=200, progress=False, tensorboard=False, overrides={"learning_starts": 200})
+    base = dict(
+        algo="dqn",
+        env_id="CartPole-v1",
+        steps=1200,
+        out_dir=tmp_path,
+        eval_every=500,
+        eval_episodes=2,
+        log_every=200,
+        progress=False,
+        tensorboard=False,
+        overrides={"learning_starts": 200},
+    )
     return TrainSettings(**(base | kw))
 
 
@@ -19,7 +29,15 @@ def test_summary_contract_and_fixed_eval_cadence(tmp_path):
     s = train(_settings(tmp_path, tensorboard=True))
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["final_return"] == s["final_return"] == s["curve"][-1]["return_mean"]
-    for key in ("final_return", "env_steps", "grad_steps", "wall_s", "curve", "env_steps_per_s", "peak_rss_mb"):
+    for key in (
+        "final_return",
+        "env_steps",
+        "grad_steps",
+        "wall_s",
+        "curve",
+        "env_steps_per_s",
+        "peak_rss_mb",
+    ):
         assert key in on_disk
     assert [p["env_steps"] for p in s["curve"]] == [0, 500, 1000, 1200]
     assert s["env_steps"] == 1200 and s["grad_steps"] == 101  # train_freq 10 from env step 200
@@ -40,9 +58,13 @@ def test_resume_continues_where_the_last_checkpoint_left_off(tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     train(_settings(tmp_path, steps=300))
-    with pytest.raises(CheckpointError, match="different run.*config.learning_rate"):
+    with pytest.raises(CheckpointError, match=r"different run.*config.learning_rate"):
         train(_settings(tmp_path, overrides={"learning_starts": 200, "learning_rate": 1e-3}))
-    train(_settings(tmp_path, steps=300, resume=False, overrides={"learning_starts": 200, "learning_rate": 1e-3}))
+    train(
+        _settings(
+            tmp_path, steps=300, resume=False, overrides={"learning_starts": 200, "learning_rate": 1e-3}
+        )
+    )
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
@@ -75,17 +97,26 @@ gym.register("gendm-test/NaNReward-v0", entry_point=NaNRewardEnv, max_episode_st
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     NaNRewardEnv.steps = 0
-    settings = _settings(tmp_path, algo="sac", env_id="gendm-test/NaNReward-v0", steps=3000, eval_every=300,
-                         eval_episodes=1, overrides={"learning_starts": 100, "batch_size": 32})
-    with pytest.raises(TrainingDivergedError, match="non-finite.*last good checkpoint"):
+    settings = _settings(
+        tmp_path,
+        algo="sac",
+        env_id="gendm-test/NaNReward-v0",
+        steps=3000,
+        eval_every=300,
+        eval_episodes=1,
+        overrides={"learning_starts": 100, "batch_size": 32},
+    )
+    with pytest.raises(TrainingDivergedError, match=r"non-finite.*last good checkpoint"):
         train(settings)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["status"] == "failed" and "non-finite" in summary["error"] and summary["final_return"] is None
+    assert (
+        summary["status"] == "failed" and "non-finite" in summary["error"] and summary["final_return"] is None
+    )
     state, _ = load_checkpoint(find_checkpoint_dir(tmp_path / "checkpoint"))
     assert 0 < state["loop"]["env_steps"] < 1000
     assert all(np.isfinite(v.numpy()).all() for v in state["agent"]["actor"].values())
 
 
 def test_algorithm_and_action_space_mismatch(tmp_path):
-    with pytest.raises(ConfigError, match="needs a discrete action space.*Algorithms for it: .*sac"):
+    with pytest.raises(ConfigError, match=r"needs a discrete action space.*Algorithms for it: .*sac"):
         train(_settings(tmp_path, env_id="Pendulum-v1"))

@@ -39,7 +39,11 @@ class BaseConfig:
     def __post_init__(self) -> None:
         check(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
         check(self.num_envs >= 1, "num_envs", f"must be >= 1, got {self.num_envs}.")
-        check(self.precision in ("fp32", "bf16"), "precision", f"must be 'fp32' or 'bf16', got {self.precision!r}.")
+        check(
+            self.precision in ("fp32", "bf16"),
+            "precision",
+            f"must be 'fp32' or 'bf16', got {self.precision!r}.",
+        )
 
 
 @dataclass
@@ -69,8 +73,14 @@ class Agent:
 
     config: Any
 
-    def __init__(self, config: Any, observation_space: gym.Space, action_space: gym.Space,
-                 device: torch.device, total_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
         self.config, self.device, self.total_steps = config, torch.device(device), total_steps
         self.observation_space, self.action_space = observation_space, action_space
         self.parts: dict[str, Any] = {}

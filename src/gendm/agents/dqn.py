@@ -48,8 +48,14 @@ class DQNConfig(OffPolicyConfig):
 
 
 class DQN(Agent):
-    def __init__(self, config: DQNConfig, observation_space: gym.Space, action_space: gym.Space,
-                 device: torch.device, total_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        config: DQNConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
         super().__init__(config, observation_space, action_space, device, total_steps)
         obs_dim, self.num_actions = int(observation_space.shape[0]), int(action_space.n)
         self.q = mlp(obs_dim, self.num_actions, config.hidden).to(device)
@@ -60,7 +66,7 @@ class DQN(Agent):
         self.opt = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate, **fused)
         self.parts = {"q": self.q, "q_target": self.q_target, "opt": self.opt}
         self._target_every = max(1, config.target_network_frequency // config.train_freq)
-        self._step = self.maybe_compile(self._step)
+        self._loss = self.maybe_compile(self._loss)
 
     def epsilon(self) -> float:
         c = self.config
@@ -78,19 +84,20 @@ class DQN(Agent):
         random_actions = torch.randint(0, self.num_actions, (n,), device=self.device)
         return torch.where(explore, random_actions, greedy)
 
-    def _step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            next_q = self.q_target(batch.next_obs).max(-1).values
-            target = batch.rewards + (1 - batch.terminations) * self.config.gamma * next_q
-        q = self.q(batch.obs).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
-        loss = (q - target).pow(2).mean()
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with self.autocast():
+            with torch.no_grad():
+                next_q = self.q_target(batch.next_obs).max(-1).values
+                target = batch.rewards + (1 - batch.terminations) * self.config.gamma * next_q
+            q = self.q(batch.obs).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+            loss = (q - target).pow(2).mean()
+        return loss, {"losses/td": loss.detach(), "losses/q_mean": q.detach().mean()}
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        loss, metrics = self._loss(batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return {"losses/td": loss.detach(), "losses/q_mean": q.detach().mean()}
-
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        metrics = self._step(batch)
         self.num_updates += 1
         if self.num_updates % self._target_every == 0:
             torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), self.config.tau)

@@ -64,8 +64,11 @@ class PPOConfig(BaseConfig):
         check(self.num_steps >= 1, "num_steps", "must be >= 1.")
         check(self.learning_rate > 0, "learning_rate", "must be > 0.")
         check(self.num_minibatches >= 1, "num_minibatches", "must be >= 1.")
-        check(self.num_envs * self.num_steps >= self.num_minibatches, "num_minibatches",
-              "must not exceed num_envs * num_steps.")
+        check(
+            self.num_envs * self.num_steps >= self.num_minibatches,
+            "num_minibatches",
+            "must not exceed num_envs * num_steps.",
+        )
         check(self.update_epochs >= 1, "update_epochs", "must be >= 1.")
         check(0 <= self.gae_lambda <= 1, "gae_lambda", "must be in [0, 1].")
         check(self.activation in ("tanh", "relu"), "activation", "must be 'tanh' or 'relu'.")
@@ -84,8 +87,14 @@ def _orthogonal_(net: nn.Sequential, last_gain: float) -> nn.Sequential:
 
 
 class PPO(Agent):
-    def __init__(self, config: PPOConfig, observation_space: gym.Space, action_space: gym.Space,
-                 device: torch.device, total_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        config: PPOConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
         super().__init__(config, observation_space, action_space, device, total_steps)
         c = config
         obs_dim = int(np.prod(observation_space.shape))
@@ -105,7 +114,7 @@ class PPO(Agent):
         self.parts = {"policy": self.policy, "opt": self.opt}
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
-        self._minibatch_step = self.maybe_compile(self._minibatch_step)
+        self._minibatch_loss = self.maybe_compile(self._minibatch_loss)
 
     def distribution(self, obs: torch.Tensor) -> Categorical | Normal:
         out = self.actor(obs)
@@ -134,7 +143,7 @@ class PPO(Agent):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
-    def _minibatch_step(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _minibatch_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
         dist = self.distribution(mb["obs"])
         log_ratio = self._log_prob(dist, mb["actions"]) - mb["log_probs"]
@@ -152,15 +161,17 @@ class PPO(Agent):
         entropy = dist.entropy()
         entropy = (entropy if self.discrete else entropy.sum(-1)).mean()
         loss = pg_loss - c.ent_coef * entropy + c.vf_coef * v_loss
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self._params, c.max_grad_norm, foreach=True)
-        self.opt.step()
         with torch.no_grad():
             approx_kl = ((ratio - 1) - log_ratio).mean()
             clipfrac = ((ratio - 1).abs() > c.clip_coef).float().mean()
-        return {"losses/policy": pg_loss.detach(), "losses/value": v_loss.detach(),
-                "losses/entropy": entropy.detach(), "losses/approx_kl": approx_kl, "losses/clipfrac": clipfrac}
+        metrics = {
+            "losses/policy": pg_loss.detach(),
+            "losses/value": v_loss.detach(),
+            "losses/entropy": entropy.detach(),
+            "losses/approx_kl": approx_kl,
+            "losses/clipfrac": clipfrac,
+        }
+        return loss, metrics
 
     def update(self, rollout: RolloutBuffer) -> dict[str, torch.Tensor]:
         """Several epochs of minibatch updates over one rollout whose GAE is already computed."""
@@ -173,7 +184,12 @@ class PPO(Agent):
         metrics: dict[str, torch.Tensor] = {}
         for _ in range(c.update_epochs):
             for mb in rollout.minibatches(batch_size, self.generator):
-                metrics = self._minibatch_step(mb)
+                with self.autocast():
+                    loss, metrics = self._minibatch_loss(mb)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self._params, c.max_grad_norm, foreach=True)
+                self.opt.step()
                 self.num_updates += 1
             if c.target_kl is not None and float(metrics["losses/approx_kl"]) > c.target_kl:
                 break
@@ -190,4 +206,6 @@ class PPO(Agent):
         self.generator.set_state(state["generator"].cpu())
 
 
-register(AlgoSpec("ppo", PPOConfig, PPO, "on_policy", ("discrete", "box"), "Proximal Policy Optimisation + GAE"))
+register(
+    AlgoSpec("ppo", PPOConfig, PPO, "on_policy", ("discrete", "box"), "Proximal Policy Optimisation + GAE")
+)

@@ -63,12 +63,16 @@ class SACConfig(OffPolicyConfig):
 class SquashedGaussianActor(nn.Module):
     """obs -> tanh(N(mean, std)) in [-1, 1], with the log-probability of the squashed sample."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], log_std_min: float, log_std_max: float):
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], log_std_min: float, log_std_max: float
+    ):
         super().__init__()
         self.net = mlp(obs_dim, 2 * act_dim, hidden)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
-    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         mean, log_std = self.net(obs).chunk(2, dim=-1)
         if deterministic:
             return torch.tanh(mean), None
@@ -82,13 +86,21 @@ class SquashedGaussianActor(nn.Module):
 
 
 class SAC(Agent):
-    def __init__(self, config: SACConfig, observation_space: gym.Space, action_space: gym.Space,
-                 device: torch.device, total_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        config: SACConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
         super().__init__(config, observation_space, action_space, device, total_steps)
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
         self.action_scale, self.action_bias = box_bounds(action_space, self.device)
         c = config
-        self.actor = SquashedGaussianActor(obs_dim, act_dim, c.hidden, c.log_std_min, c.log_std_max).to(device)
+        self.actor = SquashedGaussianActor(obs_dim, act_dim, c.hidden, c.log_std_min, c.log_std_max).to(
+            device
+        )
         self.critic = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
         self.critic_target = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
         self.critic_target.load_state_dict(self.critic.state_dict())
@@ -96,16 +108,21 @@ class SAC(Agent):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(c.init_temperature), device=device))
         self.target_entropy = float(-act_dim if c.target_entropy is None else c.target_entropy)
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        groups = [{"params": self.actor.parameters()},
-                  {"params": self.critic.parameters(), "lr": c.critic_learning_rate or c.learning_rate},
-                  {"params": [self.log_alpha]}]
+        groups = [
+            {"params": self.actor.parameters()},
+            {"params": self.critic.parameters(), "lr": c.critic_learning_rate or c.learning_rate},
+            {"params": [self.log_alpha]},
+        ]
         self.opt = torch.optim.Adam(groups, lr=c.learning_rate, **fused)  # one fused step for all three
         self.parts = {
-            "actor": self.actor, "critic": self.critic, "critic_target": self.critic_target, "opt": self.opt,
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "opt": self.opt,
             "temperature": _ParamHolder(self.log_alpha),
         }
         self._target_pairs = (list(self.critic_target.parameters()), list(self.critic.parameters()))
-        self._step = self.maybe_compile(self._step)
+        self._losses = self.maybe_compile(self._losses)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -115,8 +132,10 @@ class SAC(Agent):
     def _q(self, obs: torch.Tensor, action: torch.Tensor, detach: bool = False) -> torch.Tensor:
         return self.critic(torch.cat([obs, action], -1), detach).squeeze(-1)  # (critics, batch)
 
-    def _step(self, batch: Batch, alpha: torch.Tensor, update_actor: bool) -> dict[str, torch.Tensor]:
-        """Critic, actor and temperature losses through one backward pass and one fused Adam step.
+    def _losses(
+        self, batch: Batch, alpha: torch.Tensor, update_actor: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Critic, actor and temperature losses, summed for one backward pass and one fused Adam step.
 
         The losses touch disjoint parameters (targets under no_grad, the actor's Q through detached
         critic weights, alpha's loss on detached log-probs), so their gradients are exactly those of
@@ -128,7 +147,12 @@ class SAC(Agent):
             actions = (batch.actions - self.action_bias) / self.action_scale
             with torch.no_grad():
                 next_actions, next_log_prob = self.actor(batch.next_obs)
-                next_q = self.critic_target(torch.cat([batch.next_obs, next_actions], -1)).squeeze(-1).min(0).values
+                next_q = (
+                    self.critic_target(torch.cat([batch.next_obs, next_actions], -1))
+                    .squeeze(-1)
+                    .min(0)
+                    .values
+                )
                 target = batch.rewards + (1 - batch.terminations) * c.gamma * (next_q - alpha * next_log_prob)
             q = self._q(batch.obs, actions)
             critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
@@ -143,14 +167,14 @@ class SAC(Agent):
                     alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
                     loss = loss + alpha_loss
                     metrics["losses/alpha"] = alpha_loss.detach()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return metrics
+        return loss, metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         alpha = self.log_alpha.detach().exp()
-        metrics = self._step(batch, alpha, self.num_updates % self.config.policy_frequency == 0)
+        loss, metrics = self._losses(batch, alpha, self.num_updates % self.config.policy_frequency == 0)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
         if self.num_updates % self.config.target_network_frequency == 0:
             torch._foreach_lerp_(self._target_pairs[0], self._target_pairs[1], self.config.tau)
         self.num_updates += 1
@@ -166,4 +190,8 @@ class _ParamHolder(nn.Module):
         self.param = param
 
 
-register(AlgoSpec("sac", SACConfig, SAC, "off_policy", ("box",), "Soft Actor-Critic, twin critics, auto temperature"))
+register(
+    AlgoSpec(
+        "sac", SACConfig, SAC, "off_policy", ("box",), "Soft Actor-Critic, twin critics, auto temperature"
+    )
+)

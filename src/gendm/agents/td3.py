@@ -1,8 +1,10 @@
 """Twin Delayed DDPG (Fujimoto et al., 2018).
 
 Clipped double-Q with twin critics (one stacked-parameter ensemble), target policy smoothing, and
-delayed actor and target updates. Defaults follow CleanRL's ``td3_continuous_action.py`` and SB3
-as each field says. Actions live in [-1, 1] inside the agent and are scaled to the env's bounds.
+delayed actor and target updates; critic and actor losses share one backward pass and one fused Adam
+step (the actor sees the critic from before this step's critic update). Defaults follow CleanRL's
+``td3_continuous_action.py`` and SB3 as each field says. Actions live in [-1, 1] inside the agent
+and are scaled to the env's bounds.
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ class TD3Config(OffPolicyConfig):
 
 
 class TD3(Agent):
-    def __init__(self, config: TD3Config, observation_space: gym.Space, action_space: gym.Space,
-                 device: torch.device, total_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        config: TD3Config,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
         super().__init__(config, observation_space, action_space, device, total_steps)
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
         self.action_scale, self.action_bias = box_bounds(action_space, self.device)
@@ -60,16 +68,18 @@ class TD3(Agent):
         self.actor_target.requires_grad_(False)
         self.critic_target.requires_grad_(False)
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.learning_rate, **fused)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.learning_rate, **fused)
+        params = [*self.actor.parameters(), *self.critic.parameters()]
+        self.opt = torch.optim.Adam(params, lr=c.learning_rate, **fused)  # one fused step for both
         self.parts = {
-            "actor": self.actor, "actor_target": self.actor_target, "critic": self.critic,
-            "critic_target": self.critic_target, "actor_opt": self.actor_opt, "critic_opt": self.critic_opt,
+            "actor": self.actor,
+            "actor_target": self.actor_target,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "opt": self.opt,
         }
         self._targets = [*self.actor_target.parameters(), *self.critic_target.parameters()]
         self._sources = [*self.actor.parameters(), *self.critic.parameters()]
-        self._critic_step = self.maybe_compile(self._critic_step)
-        self._actor_step = self.maybe_compile(self._actor_step)
+        self._losses = self.maybe_compile(self._losses)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -78,33 +88,39 @@ class TD3(Agent):
             action = (action + self.config.exploration_noise * torch.randn_like(action)).clamp(-1, 1)
         return action * self.action_scale + self.action_bias
 
-    def _critic_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _losses(self, batch: Batch, update_actor: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Critic loss, plus the actor loss on delayed steps, summed for one backward pass: they touch
+        disjoint parameters (the actor's Q goes through detached critic weights)."""
         c = self.config
-        actions = (batch.actions - self.action_bias) / self.action_scale
-        with torch.no_grad():
-            noise = (torch.randn_like(actions) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
-            next_actions = (self.actor_target(batch.next_obs) + noise).clamp(-1, 1)
-            next_q = self.critic_target(torch.cat([batch.next_obs, next_actions], -1)).squeeze(-1).min(0).values
-            target = batch.rewards + (1 - batch.terminations) * c.gamma * next_q
-        q = self.critic(torch.cat([batch.obs, actions], -1)).squeeze(-1)
-        critic_loss = (q - target).pow(2).mean(-1).sum()
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        return {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
-
-    def _actor_step(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        q = self.critic(torch.cat([obs, self.actor(obs)], -1), detach=True)[0].squeeze(-1)
-        actor_loss = -q.mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-        return {"losses/actor": actor_loss.detach()}
+        with self.autocast():
+            actions = (batch.actions - self.action_bias) / self.action_scale
+            with torch.no_grad():
+                noise = (torch.randn_like(actions) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+                next_actions = (self.actor_target(batch.next_obs) + noise).clamp(-1, 1)
+                next_q = (
+                    self.critic_target(torch.cat([batch.next_obs, next_actions], -1))
+                    .squeeze(-1)
+                    .min(0)
+                    .values
+                )
+                target = batch.rewards + (1 - batch.terminations) * c.gamma * next_q
+            q = self.critic(torch.cat([batch.obs, actions], -1)).squeeze(-1)
+            loss = (q - target).pow(2).mean(-1).sum()
+            metrics = {"losses/critic": loss.detach(), "losses/q_mean": q.detach().mean()}
+            if update_actor:
+                pi = self.actor(batch.obs)
+                actor_loss = -self.critic(torch.cat([batch.obs, pi], -1), detach=True)[0].mean()
+                loss = loss + actor_loss
+                metrics["losses/actor"] = actor_loss.detach()
+        return loss, metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        metrics = self._critic_step(batch)
-        if self.num_updates % self.config.policy_frequency == 0:
-            metrics |= self._actor_step(batch.obs)
+        update_actor = self.num_updates % self.config.policy_frequency == 0
+        loss, metrics = self._losses(batch, update_actor)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if update_actor:
             torch._foreach_lerp_(self._targets, self._sources, self.config.tau)
         self.num_updates += 1
         return metrics

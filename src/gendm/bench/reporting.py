@@ -30,8 +30,14 @@ def write_report(out_dir: str | Path, reps: int = 50_000) -> dict[str, Any]:
     for task in {r.task for r in records}:
         ref = reference(task)
         references[task] = (ref.random_return, ref.expert_return) if ref else None
-    summary = build_report(records, references, out_dir, title=f"gendm bench: {meta.get('name', out_dir.name)}",
-                           budgets=meta.get("budgets"), reps=reps)
+    summary = build_report(
+        records,
+        references,
+        out_dir,
+        title=f"gendm bench: {meta.get('name', out_dir.name)}",
+        budgets=meta.get("budgets"),
+        reps=reps,
+    )
     if meta.get("skipped"):
         summary["skipped"] = meta["skipped"]
     return summary

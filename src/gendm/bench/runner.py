@@ -9,6 +9,7 @@ PR_SET_PDEATHSIG, so killing the driver (even with SIGKILL) takes its workers wi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -52,19 +53,38 @@ def run_bench(
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     store = Store(out_dir / RESULTS_DB)
     store.add_runs(spec.runs)
-    atomic_write_text(out_dir / "spec.json", json.dumps({"name": spec.name, "source": spec.source,
-                                                          "seeds": spec.seeds, "budgets": spec.budgets,
-                                                          "skipped": spec.skipped,
-                                                          "run_ids": [r.run_id for r in spec.runs]}, indent=2))
-    todo = [r for r in spec.runs if store.status(r.run_id) != "done" and not _adopt_finished(store, out_dir, r)]
-    bar = tqdm(total=len(spec.runs), initial=len(spec.runs) - len(todo), unit="run", disable=not progress,
-               desc=f"bench {spec.name}", dynamic_ncols=True)
+    atomic_write_text(
+        out_dir / "spec.json",
+        json.dumps(
+            {
+                "name": spec.name,
+                "source": spec.source,
+                "seeds": spec.seeds,
+                "budgets": spec.budgets,
+                "skipped": spec.skipped,
+                "run_ids": [r.run_id for r in spec.runs],
+            },
+            indent=2,
+        ),
+    )
+    todo = [
+        r for r in spec.runs if store.status(r.run_id) != "done" and not _adopt_finished(store, out_dir, r)
+    ]
+    bar = tqdm(
+        total=len(spec.runs),
+        initial=len(spec.runs) - len(todo),
+        unit="run",
+        disable=not progress,
+        desc=f"bench {spec.name}",
+        dynamic_ncols=True,
+    )
 
     def on_result(run: RunSpec, summary: dict[str, Any]) -> None:
         if summary.get("status") == "ok":
             store.mark_done(run.run_id, summary)
             atomic_write_json(run_dir_of(out_dir, run) / "summary.json", summary)
-            msg = f"done   {run.method:>10} {run.task:<24} seed {run.seed}: final return {summary['final_return']:.1f}"
+            ret = summary["final_return"]
+            msg = f"done   {run.method:>10} {run.task:<24} seed {run.seed}: final return {ret:.1f}"
         else:
             store.mark_failed(run.run_id, summary.get("error") or "unknown error")
             msg = f"FAILED {run.method:>10} {run.task:<24} seed {run.seed}: {summary.get('error')}"
@@ -103,14 +123,19 @@ def _adopt_finished(store: Store, out_dir: Path, run: RunSpec) -> bool:
 
 # ------------------------------------------------------------------------------------- local pool
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
-def _run_local(todo: list[RunSpec], out_dir: Path, workers: int, threads: int, store: Store,
-               on_result: Callable[[RunSpec, dict], None], address: str | None) -> None:
+def _run_local(
+    todo: list[RunSpec],
+    out_dir: Path,
+    workers: int,
+    threads: int,
+    store: Store,
+    on_result: Callable[[RunSpec, dict], None],
+    address: str | None,
+) -> None:
     pending = list(todo)
     active: dict[subprocess.Popen, tuple[RunSpec, Path, Any]] = {}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -123,8 +148,13 @@ def _run_local(todo: list[RunSpec], out_dir: Path, workers: int, threads: int, s
                 atomic_write_text(run_dir / "run.json", run.to_json())
                 (run_dir / "summary.json").unlink(missing_ok=True)
                 log = open(run_dir / "worker.log", "ab")  # noqa: SIM115 (closed when the worker ends)
-                proc = subprocess.Popen([sys.executable, "-m", "gendm.bench.worker", str(run_dir), str(threads)],
-                                        stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "gendm.bench.worker", str(run_dir), str(threads)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=_die_with_parent,
+                )
                 store.mark_running(run.run_id, f"pid {proc.pid}")
                 active[proc] = (run, run_dir, log)
             time.sleep(0.2)
@@ -150,14 +180,29 @@ def _worker_summary(returncode: int, run_dir: Path) -> dict[str, Any]:
         return summary
     if summary.get("error"):
         return {"status": "failed", "error": summary["error"]}
-    reason = f"worker killed by signal {-returncode}" if returncode < 0 else f"worker exited with status {returncode}"
-    tail = (run_dir / "worker.log").read_text(errors="replace")[-1500:].strip() if (run_dir / "worker.log").exists() else ""
+    reason = (
+        f"worker killed by signal {-returncode}"
+        if returncode < 0
+        else f"worker exited with status {returncode}"
+    )
+    tail = (
+        (run_dir / "worker.log").read_text(errors="replace")[-1500:].strip()
+        if (run_dir / "worker.log").exists()
+        else ""
+    )
     return {"status": "failed", "error": f"{reason}; log tail: {tail[-600:]}" if tail else reason}
 
 
 # ------------------------------------------------------------------------------------------ Ray
-def _run_ray(todo: list[RunSpec], out_dir: Path, workers: int, threads: int, store: Store,
-             on_result: Callable[[RunSpec, dict], None], address: str | None) -> None:
+def _run_ray(
+    todo: list[RunSpec],
+    out_dir: Path,
+    workers: int,
+    threads: int,
+    store: Store,
+    on_result: Callable[[RunSpec, dict], None],
+    address: str | None,
+) -> None:
     try:
         import ray
     except ImportError as e:

@@ -36,8 +36,17 @@ from gendm.core.errors import GendmError, SpecError, suggest
 from gendm.envs import check_env_id
 from gendm.envs.references import SUITES
 
-TOP_KEYS = {"name": str, "description": str, "seeds": (int, list), "steps": int, "eval_every": int,
-            "eval_episodes": int, "budgets": list, "methods": dict, "tasks": list}
+TOP_KEYS = {
+    "name": str,
+    "description": str,
+    "seeds": (int, list),
+    "steps": int,
+    "eval_every": int,
+    "eval_episodes": int,
+    "budgets": list,
+    "methods": dict,
+    "tasks": list,
+}
 METHOD_KEYS = {"algo": str, "set": dict, "description": str}
 TASK_KEYS = {"env": str, "suite": str, "methods": list, "steps": int, "eval_every": int, "eval_episodes": int}
 
@@ -97,8 +106,10 @@ def load_spec(path_or_name: str | Path) -> BenchSpec:
         if str(path_or_name) in builtins:
             path = builtins[str(path_or_name)]
         else:
-            raise SpecError(f"No spec file {str(path_or_name)!r} and no built-in spec of that name."
-                            f"{suggest(str(path_or_name), builtins)} Built-in specs: {', '.join(sorted(builtins))}.")
+            raise SpecError(
+                f"No spec file {str(path_or_name)!r} and no built-in spec of that name."
+                f"{suggest(str(path_or_name), builtins)} Built-in specs: {', '.join(sorted(builtins))}."
+            )
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
@@ -111,10 +122,14 @@ def load_spec(path_or_name: str | Path) -> BenchSpec:
 def _check_keys(table: dict, allowed: dict[str, Any], where: str) -> None:
     for key, value in table.items():
         if key not in allowed:
-            raise SpecError(f"Unknown key {where}{key!r} in spec.{suggest(key, allowed)} Allowed: {', '.join(allowed)}.")
+            raise SpecError(
+                f"Unknown key {where}{key!r} in spec.{suggest(key, allowed)} Allowed: {', '.join(allowed)}."
+            )
         expected = allowed[key]
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
-            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            names = " or ".join(
+                t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,))
+            )
             raise SpecError(f"Spec field {where}{key} must be {names}, got {type(value).__name__} {value!r}.")
 
 
@@ -133,8 +148,10 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
     seeds = list(range(_positive(seeds, "seeds"))) if isinstance(seeds, int) else seeds
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise SpecError(f"Spec field seeds must be a positive integer or a list of integers, got {seeds!r}.")
-    defaults = {k: _positive(data.get(k, d), k) for k, d in (("steps", 100_000), ("eval_every", 5_000),
-                                                               ("eval_episodes", 10))}
+    defaults = {
+        k: _positive(data.get(k, d), k)
+        for k, d in (("steps", 100_000), ("eval_every", 5_000), ("eval_episodes", 10))
+    }
     budgets = data.get("budgets")
     if budgets is not None and not all(isinstance(b, int) and b > 0 for b in budgets):
         raise SpecError(f"Spec field budgets must be a list of positive integers, got {budgets!r}.")
@@ -172,16 +189,20 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
             raise SpecError(f"Spec field tasks[{i}] needs exactly one of 'env' or 'suite'.")
         if "suite" in task:
             if task["suite"] not in SUITES:
-                raise SpecError(f"Spec field {where}suite: unknown suite {task['suite']!r}."
-                                f"{suggest(task['suite'], SUITES)} Suites: {', '.join(SUITES)}.")
+                raise SpecError(
+                    f"Spec field {where}suite: unknown suite {task['suite']!r}."
+                    f"{suggest(task['suite'], SUITES)} Suites: {', '.join(SUITES)}."
+                )
             env_ids = list(SUITES[task["suite"]])
         else:
             env_ids = [task["env"]]
         explicit = task.get("methods")
         for m in explicit or []:
             if m not in methods:
-                raise SpecError(f"Spec field {where}methods names {m!r}, which is not defined."
-                                f"{suggest(m, methods)} Defined: {', '.join(methods)}.")
+                raise SpecError(
+                    f"Spec field {where}methods names {m!r}, which is not defined."
+                    f"{suggest(m, methods)} Defined: {', '.join(methods)}."
+                )
         budget = {k: _positive(task.get(k, defaults[k]), where + k) for k in defaults}
         for env_id in env_ids:
             try:
@@ -200,5 +221,7 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
                 runs += [RunSpec(name, algo, overrides, config, env_id, seed, **budget) for seed in seeds]
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
-        raise SpecError("Spec lists the same (method, task, seed) more than once; remove the duplicate task entry.")
+        raise SpecError(
+            "Spec lists the same (method, task, seed) more than once; remove the duplicate task entry."
+        )
     return BenchSpec(str(data.get("name", "bench")), seeds, runs, budgets, skipped)

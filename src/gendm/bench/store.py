@@ -65,11 +65,17 @@ class Store:
         return row["status"] if row else None
 
     def mark_running(self, run_id: str, worker: str) -> None:
-        self._tx("UPDATE runs SET status='running', attempts=attempts+1, started_at=?, worker=?, host=?, error=NULL "
-                 "WHERE run_id=?", (time.time(), worker, socket.gethostname(), run_id))
+        self._tx(
+            "UPDATE runs SET status='running', attempts=attempts+1, started_at=?, worker=?, host=?, "
+            "error=NULL WHERE run_id=?",
+            (time.time(), worker, socket.gethostname(), run_id),
+        )
 
     def mark_failed(self, run_id: str, error: str) -> None:
-        self._tx("UPDATE runs SET status='failed', error=?, finished_at=? WHERE run_id=?", (error, time.time(), run_id))
+        self._tx(
+            "UPDATE runs SET status='failed', error=?, finished_at=? WHERE run_id=?",
+            (error, time.time(), run_id),
+        )
 
     def mark_done(self, run_id: str, summary: dict[str, Any]) -> None:
         """Record a finished run and its curve in one transaction."""
@@ -80,15 +86,29 @@ class Store:
                 "UPDATE runs SET status='done', error=NULL, finished_at=?, wall_s=?, train_s=?, env_steps=?, "
                 "grad_steps=?, final_return=?, env_steps_per_s=?, grad_steps_per_s=?, peak_rss_mb=?, "
                 "versions_json=?, git_commit=? WHERE run_id=?",
-                (time.time(), summary["wall_s"], summary.get("train_s"), summary["env_steps"], summary["grad_steps"],
-                 summary["final_return"], summary.get("env_steps_per_s"), summary.get("grad_steps_per_s"),
-                 summary.get("peak_rss_mb"), json.dumps(versions), versions.get("git_commit"), run_id),
+                (
+                    time.time(),
+                    summary["wall_s"],
+                    summary.get("train_s"),
+                    summary["env_steps"],
+                    summary["grad_steps"],
+                    summary["final_return"],
+                    summary.get("env_steps_per_s"),
+                    summary.get("grad_steps_per_s"),
+                    summary.get("peak_rss_mb"),
+                    json.dumps(versions),
+                    versions.get("git_commit"),
+                    run_id,
+                ),
             )
             self.db.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
             self.db.executemany(
-                "INSERT INTO curves (run_id, env_steps, return_mean, return_std, wall_s) VALUES (?, ?, ?, ?, ?)",
-                [(run_id, p["env_steps"], p["return_mean"], p.get("return_std"), p.get("wall_s"))
-                 for p in summary["curve"]],
+                "INSERT INTO curves (run_id, env_steps, return_mean, return_std, wall_s) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (run_id, p["env_steps"], p["return_mean"], p.get("return_std"), p.get("wall_s"))
+                    for p in summary["curve"]
+                ],
             )
 
     def rows(self, run_ids: Iterable[str] | None = None) -> list[sqlite3.Row]:
@@ -107,12 +127,24 @@ class Store:
     def records(self, run_ids: Iterable[str] | None = None) -> list[RunRecord]:
         """Runs as report records (curves included); pending/running runs are left out."""
         curves: dict[str, list[tuple[int, float]]] = {}
-        for row in self.db.execute("SELECT run_id, env_steps, return_mean FROM curves ORDER BY run_id, env_steps"):
+        for row in self.db.execute(
+            "SELECT run_id, env_steps, return_mean FROM curves ORDER BY run_id, env_steps"
+        ):
             curves.setdefault(row["run_id"], []).append((row["env_steps"], row["return_mean"]))
         return [
-            RunRecord(method=r["method"], task=r["task"], seed=r["seed"], status=r["status"],
-                      final_return=r["final_return"], env_steps=r["env_steps"] or 0, grad_steps=r["grad_steps"] or 0,
-                      wall_s=r["wall_s"] or 0.0, peak_rss_mb=r["peak_rss_mb"], curve=curves.get(r["run_id"], []),
-                      error=r["error"])
-            for r in self.rows(run_ids) if r["status"] in ("done", "failed")
+            RunRecord(
+                method=r["method"],
+                task=r["task"],
+                seed=r["seed"],
+                status=r["status"],
+                final_return=r["final_return"],
+                env_steps=r["env_steps"] or 0,
+                grad_steps=r["grad_steps"] or 0,
+                wall_s=r["wall_s"] or 0.0,
+                peak_rss_mb=r["peak_rss_mb"],
+                curve=curves.get(r["run_id"], []),
+                error=r["error"],
+            )
+            for r in self.rows(run_ids)
+            if r["status"] in ("done", "failed")
         ]

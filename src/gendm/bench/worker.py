@@ -18,9 +18,18 @@ def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: st
     from gendm.train import TrainSettings, train
 
     settings = TrainSettings(
-        spec.algo, spec.task, steps=spec.steps, seed=spec.seed, device=device, out_dir=run_dir,
-        overrides=spec.overrides, eval_every=spec.eval_every, eval_episodes=spec.eval_episodes,
-        resume=True, progress=False, threads=threads,
+        spec.algo,
+        spec.task,
+        steps=spec.steps,
+        seed=spec.seed,
+        device=device,
+        out_dir=run_dir,
+        overrides=spec.overrides,
+        eval_every=spec.eval_every,
+        eval_episodes=spec.eval_episodes,
+        resume=True,
+        progress=False,
+        threads=threads,
     )
     try:
         summary = train(settings)

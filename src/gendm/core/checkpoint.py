@@ -47,7 +47,9 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
         return obj.item()
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
-    raise CheckpointError(f"Cannot store a {type(obj).__name__} at {prefix!r} in a checkpoint (tensors and JSON only).")
+    raise CheckpointError(
+        f"Cannot store a {type(obj).__name__} at {prefix!r} in a checkpoint (tensors and JSON only)."
+    )
 
 
 def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -67,7 +69,9 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def save_checkpoint(directory: str | Path, state: dict[str, Any], metadata: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | Path, state: dict[str, Any], metadata: dict[str, Any] | None = None
+) -> Path:
     """Write ``state`` (nested dicts of tensors and JSON values) to ``directory`` atomically."""
     directory = Path(directory)
     tensors: dict[str, torch.Tensor] = {}
@@ -97,13 +101,17 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt or truncated.") from e
+        raise CheckpointError(
+            f"{path} is not valid JSON ({e}); the checkpoint is corrupt or truncated."
+        ) from e
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION or "state" not in meta:
         raise CheckpointError(f"{path} is not a gendm checkpoint of format version {FORMAT_VERSION}.")
     return meta
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+def load_checkpoint(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return ``(state, metadata)``; raise CheckpointError on anything missing, torn or corrupt."""
     directory = Path(directory)
     meta = _read_meta(directory)
@@ -124,7 +132,9 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     return _unflatten(meta["state"], tensors), meta["metadata"]
 
 
-def save_checkpoint_dir(directory: str | Path, state: dict[str, Any], metadata: dict[str, Any] | None = None) -> Path:
+def save_checkpoint_dir(
+    directory: str | Path, state: dict[str, Any], metadata: dict[str, Any] | None = None
+) -> Path:
     """Replace checkpoint ``directory`` as a whole: write ``directory.new``, then swap it in.
 
     A crash at any point leaves a complete checkpoint at ``directory`` or ``directory.old``, which

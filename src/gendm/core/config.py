@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import itertools
 import textwrap
 import types
 import typing
@@ -34,7 +35,7 @@ def field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:]):
+        for node, nxt in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)
@@ -66,15 +67,14 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        errors = []
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(name, arg, value)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"Field {name!r}: {value!r} matches none of {_type_name(tp)}.")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
@@ -82,7 +82,7 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"Field {name!r}: {value!r} is not one of {list(allowed)}.")
         return value
     if origin in (tuple, list):
-        (item_tp, *rest) = typing.get_args(tp) or (Any,)
+        (item_tp, *_rest) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):
             value = [v for v in value.strip("()[] ").split(",") if v.strip()]
         if not isinstance(value, list | tuple):
@@ -133,7 +133,9 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"Override {pair!r} is not of the form key=value (e.g. --set learning_rate=1e-3).")
+            raise ConfigError(
+                f"Override {pair!r} is not of the form key=value (e.g. --set learning_rate=1e-3)."
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -148,7 +150,9 @@ def apply_overrides(config: C, overrides: Mapping[str, Any] | Iterable[str]) -> 
     changes = {}
     for key, value in overrides.items():
         if key not in names:
-            raise ConfigError(f"{cls.__name__} has no field {key!r}.{suggest(key, names)} Fields: {', '.join(names)}.")
+            raise ConfigError(
+                f"{cls.__name__} has no field {key!r}.{suggest(key, names)} Fields: {', '.join(names)}."
+            )
         changes[key] = _coerce(key, hints[key], value)
     return dataclasses.replace(config, **changes)  # type: ignore[type-var]
 

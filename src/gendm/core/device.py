@@ -18,4 +18,6 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError as e:
-        raise ConfigError(f"device={device!r} is not a valid torch device (use cpu, cuda or auto): {e}") from e
+        raise ConfigError(
+            f"device={device!r} is not a valid torch device (use cpu, cuda or auto): {e}"
+        ) from e

@@ -63,9 +63,14 @@ class ReplayBuffer:
         obs = torch.as_tensor(obs, device=self.device)
         n = obs.shape[0]
         if obs.shape[1:] != self.obs_shape:
-            raise DataError(f"ReplayBuffer.add: obs has shape {tuple(obs.shape[1:])}, buffer expects {self.obs_shape}.")
-        idx = (self.pos + torch.arange(n, device=self.device)) % self.capacity if self.pos + n > self.capacity \
+            raise DataError(
+                f"ReplayBuffer.add: obs has shape {tuple(obs.shape[1:])}, buffer expects {self.obs_shape}."
+            )
+        idx = (
+            (self.pos + torch.arange(n, device=self.device)) % self.capacity
+            if self.pos + n > self.capacity
             else slice(self.pos, self.pos + n)
+        )
         self.obs[idx] = obs.to(self.obs.dtype)
         self.next_obs[idx] = torch.as_tensor(next_obs, device=self.device, dtype=self.obs.dtype)
         self.actions[idx] = torch.as_tensor(actions, device=self.device, dtype=self.actions.dtype).reshape(
@@ -82,8 +87,12 @@ class ReplayBuffer:
             raise DataError("ReplayBuffer.sample called on an empty buffer.")
         idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
         return Batch(
-            self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
-            self.terminations[idx], self.truncations[idx],
+            self.obs[idx],
+            self.actions[idx],
+            self.rewards[idx],
+            self.next_obs[idx],
+            self.terminations[idx],
+            self.truncations[idx],
         )
 
     def nbytes(self) -> int:
@@ -96,7 +105,9 @@ class ReplayBuffer:
     def state_dict(self) -> dict:
         """The filled part (in insertion order is not needed: uniform sampling), plus counters."""
         return {k: v[: self.size] for k, v in self._tensors().items()} | {
-            "pos": self.pos, "size": self.size, "capacity": self.capacity,
+            "pos": self.pos,
+            "size": self.size,
+            "capacity": self.capacity,
             "generator": self.generator.get_state(),
         }
 

@@ -8,6 +8,7 @@ critic on this 2-core CPU). Members are initialised independently, exactly like 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -47,11 +48,16 @@ class EnsembleMLP(nn.Module):
     """
 
     def __init__(
-        self, members: int, in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "relu"
+        self,
+        members: int,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         dims = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in itertools.pairwise(dims))
         self.act = ACTIVATIONS[activation]()
         self.members = members
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -38,7 +39,7 @@ def mlp(
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in itertools.pairwise(dims):
         layers += [nn.Linear(a, b), *([nn.LayerNorm(b)] if layer_norm else []), act()]
     layers.append(nn.Linear(dims[-1], out_dim))
     return MLP(*layers)

@@ -83,16 +83,25 @@ class OnlineTrainer:
         self.device = resolve_device(s.device)
         seed_everything(s.seed)
         c = self.config
-        self.env = make_env(s.env_id, c.num_envs, seed=s.seed, normalize_obs=c.normalize_obs,
-                            normalize_reward=c.normalize_reward, gamma=c.gamma)
+        self.env = make_env(
+            s.env_id,
+            c.num_envs,
+            seed=s.seed,
+            normalize_obs=c.normalize_obs,
+            normalize_reward=c.normalize_reward,
+            gamma=c.gamma,
+        )
         space = self.env.single_action_space
         if not self.spec.supports(space):
             fits = [n for n, sp in ALGOS.items() if sp.supports(space)]
-            raise ConfigError(f"{s.algo} needs a {' or '.join(self.spec.action_spaces)} action space, but {s.env_id} "
-                              f"has {space}. Algorithms for it: {', '.join(fits)}.")
+            raise ConfigError(
+                f"{s.algo} needs a {' or '.join(self.spec.action_spaces)} action space, but {s.env_id} "
+                f"has {space}. Algorithms for it: {', '.join(fits)}."
+            )
         self.eval_env = make_env(s.env_id, 1, seed=s.seed + EVAL_SEED_OFFSET, normalize_obs=c.normalize_obs)
-        self.agent: Agent = self.spec.agent_cls(c, self.env.single_observation_space, space, self.device,
-                                                total_steps=s.steps)
+        self.agent: Agent = self.spec.agent_cls(
+            c, self.env.single_observation_space, space, self.device, total_steps=s.steps
+        )
         self.buffer = self._make_buffer() if self.spec.kind == "off_policy" else None
         self.env_steps = self.grad_steps = 0
         self.curve: list[dict[str, float]] = []
@@ -110,8 +119,15 @@ class OnlineTrainer:
         resumed = s.resume and self._try_resume()
         self.logger = MetricLogger(s.out_dir, s.tensorboard)
         self.t0 = time.perf_counter()
-        self.bar = tqdm(total=s.steps, initial=min(self.env_steps, s.steps), unit="step", disable=not s.progress,
-                        desc=f"{s.algo} {s.env_id} seed {s.seed}", mininterval=1.0, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=s.steps,
+            initial=min(self.env_steps, s.steps),
+            unit="step",
+            disable=not s.progress,
+            desc=f"{s.algo} {s.env_id} seed {s.seed}",
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
         if resumed:
             self.bar.write(f"Resumed {s.out_dir} at env step {self.env_steps}.")
         status, error = "ok", None
@@ -160,15 +176,22 @@ class OnlineTrainer:
 
     def _on_policy(self) -> None:
         c, env, agent = self.config, self.env, self.agent
-        rollout = RolloutBuffer(c.num_steps, env.num_envs, env.single_observation_space.shape,
-                                env.single_action_space.shape, self.device,
-                                torch.long if isinstance(env.single_action_space, gym.spaces.Discrete) else torch.float32)
+        rollout = RolloutBuffer(
+            c.num_steps,
+            env.num_envs,
+            env.single_observation_space.shape,
+            env.single_action_space.shape,
+            self.device,
+            torch.long if isinstance(env.single_action_space, gym.spaces.Discrete) else torch.float32,
+        )
         obs, _ = env.reset(seed=self.s.seed + self.env_steps)
         while self.env_steps < self.s.steps:
             for _ in range(c.num_steps):
                 obs_t = self._tensor(obs)
                 action, log_prob, value = agent.act_with_value(obs_t)
-                next_obs, rewards, terms, truncs, info = env.step(_to_env_action(action, env.single_action_space))
+                next_obs, rewards, terms, truncs, info = env.step(
+                    _to_env_action(action, env.single_action_space)
+                )
                 rewards = rewards.astype(np.float32)
                 cut = truncs & ~terms
                 if cut.any():  # a time limit is not a terminal state: bootstrap from the final observation
@@ -217,7 +240,9 @@ class OnlineTrainer:
         row: dict[str, float] = {}
         if self.pending:
             keys = self.pending[-1].keys()
-            means = torch.stack([torch.stack([m[k].float() for m in self.pending if k in m]).mean() for k in keys])
+            means = torch.stack(
+                [torch.stack([m[k].float() for m in self.pending if k in m]).mean() for k in keys]
+            )
             row = dict(zip(keys, means.tolist()))
             bad = [k for k, v in row.items() if not np.isfinite(v)]
             if bad:
@@ -232,7 +257,9 @@ class OnlineTrainer:
 
     def _diverged(self, what: str) -> None:
         last = find_checkpoint_dir(self.ckpt_dir)
-        where = f"the last good checkpoint ({last}) was kept" if last else "no checkpoint had been written yet"
+        where = (
+            f"the last good checkpoint ({last}) was kept" if last else "no checkpoint had been written yet"
+        )
         raise TrainingDivergedError(
             f"Training diverged at env step {self.env_steps}: {what}; {where}. "
             "Try a lower learning rate, gradient clipping or reward normalisation."
@@ -250,11 +277,17 @@ class OnlineTrainer:
             load_normalization_state(self.eval_env, normalization_state(self.env), freeze=True)
         returns = evaluate(self.agent, self.eval_env, self.s.eval_episodes, self.s.seed + EVAL_SEED_OFFSET)
         self.eval_s += time.perf_counter() - t
-        point = {"env_steps": self.env_steps, "return_mean": float(returns.mean()),
-                 "return_std": float(returns.std()), "wall_s": round(self._wall_s(), 3),
-                 "grad_steps": self.grad_steps}
+        point = {
+            "env_steps": self.env_steps,
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "wall_s": round(self._wall_s(), 3),
+            "grad_steps": self.grad_steps,
+        }
         self.curve.append(point)
-        self.logger.log(self.env_steps, {"eval/return_mean": point["return_mean"], "eval/return_std": point["return_std"]})
+        self.logger.log(
+            self.env_steps, {"eval/return_mean": point["return_mean"], "eval/return_std": point["return_std"]}
+        )
         self.bar.set_postfix(eval_return=f"{point['return_mean']:.1f}", refresh=False)
         t = time.perf_counter()
         self._save()
@@ -264,14 +297,25 @@ class OnlineTrainer:
         return self.elapsed_before + time.perf_counter() - self.t0
 
     def _identity(self) -> dict[str, Any]:
-        return {"algo": self.s.algo, "env_id": self.s.env_id, "seed": self.s.seed, "config": to_dict(self.config)}
+        return {
+            "algo": self.s.algo,
+            "env_id": self.s.env_id,
+            "seed": self.s.seed,
+            "config": to_dict(self.config),
+        }
 
     def _save(self) -> None:
         state = {
             "agent": self.agent.state_dict(),
             "env_norm": normalization_state(self.env),
-            "loop": {"env_steps": self.env_steps, "grad_steps": self.grad_steps, "curve": self.curve,
-                     "wall_s": self._wall_s(), "eval_s": self.eval_s, "torch_rng": torch.get_rng_state()},
+            "loop": {
+                "env_steps": self.env_steps,
+                "grad_steps": self.grad_steps,
+                "curve": self.curve,
+                "wall_s": self._wall_s(),
+                "eval_s": self.eval_s,
+                "torch_rng": torch.get_rng_state(),
+            },
         }
         if self.buffer is not None:
             state["buffer"] = self.buffer.state_dict()
@@ -310,8 +354,12 @@ class OnlineTrainer:
         c, env = self.config, self.env
         discrete = isinstance(env.single_action_space, gym.spaces.Discrete)
         return ReplayBuffer(
-            min(c.buffer_size, self.s.steps), env.single_observation_space.shape, env.single_action_space.shape,
-            self.device, action_dtype=torch.long if discrete else torch.float32, seed=self.s.seed,
+            min(c.buffer_size, self.s.steps),
+            env.single_observation_space.shape,
+            env.single_action_space.shape,
+            self.device,
+            action_dtype=torch.long if discrete else torch.float32,
+            seed=self.s.seed,
         )
 
     # -------------------------------------------------------------------------------- summary
@@ -319,36 +367,60 @@ class OnlineTrainer:
         last = self.curve[-1] if self.curve else None
         train_s = self._train_seconds() if hasattr(self, "t0") else 0.0
         return {
-            "algo": self.s.algo, "env_id": self.s.env_id, "seed": self.s.seed, "status": status, "error": error,
+            "algo": self.s.algo,
+            "env_id": self.s.env_id,
+            "seed": self.s.seed,
+            "status": status,
+            "error": error,
             "final_return": last["return_mean"] if last and status == "ok" else None,
             "final_return_std": last["return_std"] if last and status == "ok" else None,
-            "env_steps": self.env_steps, "grad_steps": self.grad_steps,
+            "env_steps": self.env_steps,
+            "grad_steps": self.grad_steps,
             "wall_s": round(self._wall_s(), 3) if hasattr(self, "t0") else 0.0,
-            "train_s": round(train_s, 3), "eval_s": round(self.eval_s, 3),
+            "train_s": round(train_s, 3),
+            "eval_s": round(self.eval_s, 3),
             "env_steps_per_s": self.env_steps / train_s if train_s > 0 else None,
             "grad_steps_per_s": self.grad_steps / train_s if train_s > 0 else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "curve": self.curve,
-            "eval_protocol": {"eval_every": self.s.eval_every, "episodes": self.s.eval_episodes,
-                              "deterministic": True, "reported": "last checkpoint"},
+            "eval_protocol": {
+                "eval_every": self.s.eval_every,
+                "episodes": self.s.eval_episodes,
+                "deterministic": True,
+                "reported": "last checkpoint",
+            },
             "config": to_dict(self.config),
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self.s).items()},
+            "settings": {
+                k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self.s).items()
+            },
             "versions": versions(),
-            "device": str(self.device), "torch_threads": torch.get_num_threads(),
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
         }
 
 
 def versions() -> dict[str, str]:
     import gymnasium
 
-    return {"gendm": gendm.__version__, "torch": torch.__version__, "gymnasium": gymnasium.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "git_commit": git_commit()}
+    return {
+        "gendm": gendm.__version__,
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+    }
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(gendm.__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(gendm.__file__).parent,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
