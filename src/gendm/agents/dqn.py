@@ -62,8 +62,7 @@ class DQN(Agent):
         self.q_target = mlp(obs_dim, self.num_actions, config.hidden).to(device)
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        self.opt = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate, **fused)
+        self.opt = self.adam(self.q.parameters(), lr=config.learning_rate)
         self.parts = {"q": self.q, "q_target": self.q_target, "opt": self.opt}
         self._target_every = max(1, config.target_network_frequency // config.train_freq)
         self._loss = self.maybe_compile(self._loss)

@@ -108,8 +108,7 @@ class PPO(Agent):
         params = list(self.actor.parameters()) + list(self.critic.parameters())
         if not self.discrete:
             params.append(self.log_std)
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        self.opt = torch.optim.Adam(params, lr=c.learning_rate, eps=1e-5, **fused)
+        self.opt = self.adam(params, lr=c.learning_rate, eps=1e-5)
         self._params = params
         self.parts = {"policy": self.policy, "opt": self.opt}
         self.generator = torch.Generator(device=self.device)

@@ -107,13 +107,12 @@ class SAC(Agent):
         self.critic_target.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(c.init_temperature), device=device))
         self.target_entropy = float(-act_dim if c.target_entropy is None else c.target_entropy)
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         groups = [
             {"params": self.actor.parameters()},
             {"params": self.critic.parameters(), "lr": c.critic_learning_rate or c.learning_rate},
             {"params": [self.log_alpha]},
         ]
-        self.opt = torch.optim.Adam(groups, lr=c.learning_rate, **fused)  # one fused step for all three
+        self.opt = self.adam(groups, lr=c.learning_rate)  # one fused step for all three
         self.parts = {
             "actor": self.actor,
             "critic": self.critic,

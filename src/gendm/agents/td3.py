@@ -67,9 +67,8 @@ class TD3(Agent):
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.actor_target.requires_grad_(False)
         self.critic_target.requires_grad_(False)
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         params = [*self.actor.parameters(), *self.critic.parameters()]
-        self.opt = torch.optim.Adam(params, lr=c.learning_rate, **fused)  # one fused step for both
+        self.opt = self.adam(params, lr=c.learning_rate)  # one fused step for both
         self.parts = {
             "actor": self.actor,
             "actor_target": self.actor_target,
