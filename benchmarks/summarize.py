@@ -16,6 +16,10 @@ import numpy as np
 
 from gendm.bench.stats import iqm, stratified_bootstrap_ci
 
+COLUMNS = [
+    "library", "seed", "final return", "env steps", "train s", "env steps/s", "grad steps", "peak RSS MB",
+]  # fmt: skip
+
 
 def summarize(path: Path) -> str:
     data = json.loads(path.read_text())
@@ -23,11 +27,14 @@ def summarize(path: Path) -> str:
     libs = list(dict.fromkeys(r["lib"] for r in runs))
     by = {lib: sorted((r for r in runs if r["lib"] == lib), key=lambda r: r["seed"]) for lib in libs}
     sb3_speed = {r["seed"]: r["env_steps_per_s"] for r in by.get("sb3", [])}
-    lines = [f"**{data['algo'].upper()} on {data['env']}**, {data['steps']:,} env steps, "
-             f"{len(by[libs[0]])} seeds, overrides `{' '.join(data['overrides']) or 'none'}`, "
-             f"{data['workers']} runs in parallel, 1 torch thread each; started {data['started']}.", "",
-             "| library | final return IQM [95% CI] | env steps/s (mean) | speed vs SB3 | peak RSS MB |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"**{data['algo'].upper()} on {data['env']}**, {data['steps']:,} env steps, "
+        f"{len(by[libs[0]])} seeds, overrides `{' '.join(data['overrides']) or 'none'}`, "
+        f"{data['workers']} runs in parallel, 1 torch thread each; started {data['started']}.",
+        "",
+        "| library | final return IQM [95% CI] | env steps/s (mean) | speed vs SB3 | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
     for lib in libs:
         rs = by[lib]
         finals = np.array([[r["final_return"]] for r in rs])
@@ -37,12 +44,20 @@ def summarize(path: Path) -> str:
         ratio = f"{np.mean(ratios):.2f}x" if ratios and lib != "sb3" else "1.00x" if lib == "sb3" else "n/a"
         rss = np.mean([r["peak_rss_mb"] for r in rs])
         lines.append(f"| {lib} | {point:.1f} [{lo:.1f}, {hi:.1f}] | {speed:.1f} | {ratio} | {rss:.0f} |")
-    header = "| library | seed | final return | env steps | train s | env steps/s | grad steps | peak RSS MB |"
-    lines += ["", "<details><summary>Per-seed raw numbers</summary>", "", header, "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "<details><summary>Per-seed raw numbers</summary>", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for lib in libs:
         for r in by[lib]:
-            cells = [lib, r["seed"], f"{r['final_return']:.1f}", r["env_steps"], f"{r['train_s']:.1f}",
-                     f"{r['env_steps_per_s']:.1f}", r["grad_steps"], f"{r['peak_rss_mb']:.0f}"]
+            cells = [
+                lib,
+                r["seed"],
+                f"{r['final_return']:.1f}",
+                r["env_steps"],
+                f"{r['train_s']:.1f}",
+                f"{r['env_steps_per_s']:.1f}",
+                r["grad_steps"],
+                f"{r['peak_rss_mb']:.0f}",
+            ]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
     lines += ["", "</details>", ""]
     return "\n".join(lines)
