@@ -120,3 +120,23 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_algorithm_and_action_space_mismatch(tmp_path):
     with pytest.raises(ConfigError, match=r"needs a discrete action space.*Algorithms for it: .*sac"):
         train(_settings(tmp_path, env_id="Pendulum-v1"))
+
+
+def test_interrupt_saves_a_checkpoint_at_the_current_step(tmp_path, monkeypatch):
+    from gendm.train.online import OnlineTrainer
+
+    original = OnlineTrainer._after_env_step
+
+    def interrupt_at_700(self):
+        original(self)
+        if self.env_steps == 700:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(OnlineTrainer, "_after_env_step", interrupt_at_700)
+    with pytest.raises(KeyboardInterrupt):
+        train(_settings(tmp_path))
+    state, _ = load_checkpoint(find_checkpoint_dir(tmp_path / "checkpoint"))
+    assert state["loop"]["env_steps"] == 700 and not (tmp_path / "summary.json").exists()
+    monkeypatch.setattr(OnlineTrainer, "_after_env_step", original)
+    resumed = train(_settings(tmp_path))
+    assert resumed["env_steps"] == 1200 and [p["env_steps"] for p in resumed["curve"]] == [0, 500, 1000, 1200]

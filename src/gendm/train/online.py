@@ -143,6 +143,8 @@ class OnlineTrainer:
             raise
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user; rerun the same command to resume"
+            if self.curve and self.agent.parameters_finite():
+                self._save()  # keep the work since the last evaluation
             raise
         finally:
             self.bar.close()
