@@ -83,24 +83,25 @@ def _sub_envs(env: gym.vector.VectorEnv) -> list[gym.Env]:
     return list(env.unwrapped.envs)  # type: ignore[attr-defined]
 
 
+# (checkpoint key prefix, wrapper class, attribute holding its RunningMeanStd)
+_NORMALISERS = (
+    ("obs", gym.wrappers.NormalizeObservation, "obs_rms"),
+    ("ret", gym.wrappers.NormalizeReward, "return_rms"),
+)
+
+
 def normalization_state(env: gym.vector.VectorEnv) -> dict[str, np.ndarray]:
     """Running statistics of every normalisation wrapper (per sub-env), for checkpoints."""
     state: dict[str, np.ndarray] = {}
     for i, sub in enumerate(_sub_envs(env)):
-        if (w := _find(sub, gym.wrappers.NormalizeObservation)) is not None:
-            rms = w.obs_rms
-            state |= {
-                f"obs/{i}/mean": rms.mean,
-                f"obs/{i}/var": rms.var,
-                f"obs/{i}/count": np.array(rms.count),
-            }
-        if (w := _find(sub, gym.wrappers.NormalizeReward)) is not None:
-            rms = w.return_rms
-            state |= {
-                f"ret/{i}/mean": rms.mean,
-                f"ret/{i}/var": rms.var,
-                f"ret/{i}/count": np.array(rms.count),
-            }
+        for prefix, cls, attr in _NORMALISERS:
+            if (w := _find(sub, cls)) is not None:
+                rms = getattr(w, attr)
+                state |= {
+                    f"{prefix}/{i}/mean": rms.mean,
+                    f"{prefix}/{i}/var": rms.var,
+                    f"{prefix}/{i}/count": np.array(rms.count),
+                }
     return state
 
 
@@ -110,15 +111,10 @@ def load_normalization_state(env: gym.vector.VectorEnv, state: dict[str, Any], f
     ``freeze=True`` stops further updates (for evaluation envs).
     """
     for i, sub in enumerate(_sub_envs(env)):
-        for prefix, cls, attr in (
-            ("obs", gym.wrappers.NormalizeObservation, "obs_rms"),
-            ("ret", gym.wrappers.NormalizeReward, "return_rms"),
-        ):
+        for prefix, cls, attr in _NORMALISERS:
             w = _find(sub, cls)
-            if w is None:
-                continue
             j = i if f"{prefix}/{i}/mean" in state else 0
-            if f"{prefix}/{j}/mean" not in state:
+            if w is None or f"{prefix}/{j}/mean" not in state:
                 continue
             rms = getattr(w, attr)
             rms.mean = np.asarray(state[f"{prefix}/{j}/mean"], dtype=np.float64).copy()
