@@ -47,6 +47,8 @@ class RunRecord:
     peak_rss_mb: float | None
     curve: list[tuple[int, float]] = field(default_factory=list)
     error: str | None = None
+    train_s: float | None = None
+    """Training time without evaluation and checkpoints; throughput uses it when known."""
 
 
 # ------------------------------------------------------------------------------------------- formatting
@@ -570,13 +572,18 @@ def _section_sample_efficiency(ctx: _Ctx, budgets: list[int] | None) -> None:
 def _section_compute(ctx: _Ctx) -> None:
     doc = ctx.doc
     doc.heading(2, "Compute")
-    doc.para("Per completed run: mean ± sample std over seeds; peak RSS is the maximum over seeds.")
+    doc.para(
+        "Per completed run: mean ± sample std over seeds; peak RSS is the maximum over seeds. Steps per "
+        "second divide by training time (evaluation and checkpoints excluded) when recorded, else by "
+        "wall-clock."
+    )
     rows = []
     for method, per_task in ctx.grouped.items():
         ctx.summary["compute"][method] = {}
         for task, runs in per_task.items():
-            env_rate = [r.env_steps / r.wall_s if r.wall_s > 0 else math.nan for r in runs]
-            grad_rate = [r.grad_steps / r.wall_s if r.wall_s > 0 else math.nan for r in runs]
+            seconds = [r.train_s or r.wall_s for r in runs]
+            env_rate = [r.env_steps / s if s > 0 else math.nan for r, s in zip(runs, seconds)]
+            grad_rate = [r.grad_steps / s if s > 0 else math.nan for r, s in zip(runs, seconds)]
             walls = [float(r.wall_s) for r in runs]
             rss = [float(r.peak_rss_mb) for r in runs if r.peak_rss_mb is not None]
             peak = max(rss) if rss else None

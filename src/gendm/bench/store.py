@@ -144,6 +144,7 @@ class Store:
                 peak_rss_mb=r["peak_rss_mb"],
                 curve=curves.get(r["run_id"], []),
                 error=r["error"],
+                train_s=r["train_s"],
             )
             for r in self.rows(run_ids)
             if r["status"] in ("done", "failed")
