@@ -1,47 +1,151 @@
+"""Benchmark report: files, self-contained HTML, summary.json schema and content."""
+
 import json
+import re
 
 import numpy as np
+import pytest
 
 from gendm.bench.report import RunRecord, build_report, format_summary_table
 
+STEPS = [0, 1_000, 2_000, 3_000, 4_000]
+METRICS = ("IQM", "Mean", "Median", "Optimality Gap")
 
-def _runs():
-    rng = np.random.default_rng(0)
-    runs = []
-    for method, level in (("good", 0.8), ("bad", 0.3)):
-        for task, (lo, hi) in (("Pendulum-v1", (-1200, -150)), ("Toy-v0", (0, 100))):
-            for seed in range(3):
-                final = lo + (hi - lo) * (level + rng.normal(0, 0.05))
-                curve = [(0, lo), (500, (lo + final) / 2), (1000, final)]
-                runs.append(
-                    RunRecord(method, task, seed, "done", final, 1000, 900, 10.0 + seed, 400.0, curve)
-                )
-    runs.append(
-        RunRecord("bad", "Toy-v0", 3, "failed", None, 200, 100, 2.0, None, [], "TrainingDivergedError: nan")
+
+def _run(method, task, seed, skill, scale, rng, steps=STEPS):
+    curve = [(s, scale * skill * s / steps[-1] + rng.normal(scale=0.02 * scale)) for s in steps]
+    return RunRecord(
+        method=method,
+        task=task,
+        seed=seed,
+        status="done",
+        final_return=curve[-1][1],
+        env_steps=steps[-1],
+        grad_steps=steps[-1] // 2,
+        wall_s=10.0 + seed,
+        peak_rss_mb=500.0 + seed,
+        curve=curve,
     )
-    return runs
 
 
-def test_report_files_contents_and_ordering(tmp_path):
-    refs = {"Pendulum-v1": (-1233.7, -157.0), "Toy-v0": None}
-    summary = build_report(_runs(), refs, tmp_path, "synthetic", reps=2000)
-    md = (tmp_path / "report.md").read_text()
-    html = (tmp_path / "report.html").read_text()
-    assert "**last** checkpoint" in md and "observed min-max, not a reference" in md
-    assert "TrainingDivergedError: nan" in md  # the failed run is listed with its reason
-    assert "data:image/png;base64," in html and 'src="http' not in html and 'src="plots/' not in html
-    on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["runs"] == {"done": 12, "failed": 1}
-    assert set(on_disk["scores"]["good"]) == {"Pendulum-v1", "Toy-v0"}
-    assert len(on_disk["scores"]["good"]["Toy-v0"]["final_returns"]) == 3
-    good, bad = (on_disk["aggregate"][m]["IQM"] for m in ("good", "bad"))
-    assert good["lo"] <= good["point"] <= good["hi"] and good["point"] > bad["hi"]
-    poi = {(p["x"], p["y"]): p["point"] for p in on_disk["probability_of_improvement"]}
-    assert poi[("good", "bad")] == 1.0
-    assert on_disk["normalisation"]["Toy-v0"]["source"] == "observed"
-    assert on_disk["compute"]["good"]["Toy-v0"]["env_steps_per_s"] > 0
-    assert summary["title"] == "synthetic" and "good" in format_summary_table(summary)
-    assert {p.name for p in (tmp_path / "plots").iterdir()} >= {
-        "aggregate_intervals.png",
-        "performance_profiles.png",
+def _synthetic_runs():
+    rng = np.random.default_rng(0)
+    runs = [
+        _run(method, task, seed, skill, scale, rng)
+        for method, skill in (("strong", 0.9), ("weak", 0.3))
+        for task, scale in (("Hopper", 3000.0), ("Walker", 50.0))
+        for seed in range(3)
+    ]
+    failed = RunRecord(
+        "weak", "Walker", 3, "failed", None, 120, 60, 1.5, None, [], "RuntimeError: diverged (NaN loss)"
+    )
+    return [*runs, failed]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    summary = build_report(
+        _synthetic_runs(), {"Hopper": (0.0, 3000.0), "Walker": None}, out, "Synthetic benchmark", reps=2_000
+    )
+    return out, summary
+
+
+def test_files_are_written(report):
+    out, summary = report
+    for name in ("report.md", "report.html", "summary.json"):
+        assert (out / name).is_file()
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert {"curves_Hopper.png", "curves_Walker.png", "aggregate_intervals.png"} <= set(pngs)
+    assert {"probability_of_improvement.png", "performance_profiles.png"} <= set(pngs)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_html_is_self_contained(report):
+    out, _ = report
+    text = (out / "report.html").read_text()
+    assert "data:image/png;base64," in text
+    assert 'src="http' not in text and "href=" not in text and "plots/" not in text
+    assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', text))
+    assert text.count("<img") == 5
+
+
+def test_summary_schema(report):
+    _, s = report
+    assert set(s) == {
+        "title", "created", "runs", "scores", "aggregate", "probability_of_improvement",
+        "sample_efficiency", "compute", "normalisation",
+    }  # fmt: skip
+    assert s["title"] == "Synthetic benchmark" and "T" in s["created"]
+    assert s["runs"] == {"done": 12, "failed": 1}
+    cell = s["scores"]["strong"]["Hopper"]
+    assert set(cell) == {"final_returns", "iqm", "ci", "seeds"}
+    assert cell["seeds"] == [0, 1, 2] and len(cell["final_returns"]) == 3 and len(cell["ci"]) == 2
+    for method in ("strong", "weak"):
+        agg = s["aggregate"][method]
+        assert agg["tasks"] == ["Hopper", "Walker"]
+        for metric in METRICS:
+            assert set(agg[metric]) == {"point", "lo", "hi"}
+            assert agg[metric]["lo"] <= agg[metric]["point"] <= agg[metric]["hi"]
+    assert {(p["x"], p["y"]) for p in s["probability_of_improvement"]} == {
+        ("strong", "weak"),
+        ("weak", "strong"),
     }
+    assert all(set(p) == {"x", "y", "point", "lo", "hi"} for p in s["probability_of_improvement"])
+    assert set(s["sample_efficiency"]) == {"0", "1000", "3000", "4000"}  # <= 4 evenly spaced common steps
+    assert set(s["sample_efficiency"]["4000"]["strong"]) == {"point", "lo", "hi", "n"}
+    assert s["sample_efficiency"]["4000"]["strong"]["n"] == 6
+    compute = s["compute"]["weak"]["Hopper"]
+    assert set(compute) == {"env_steps_per_s", "grad_steps_per_s", "wall_s", "peak_rss_mb"}
+    assert compute["wall_s"] == pytest.approx(11.0) and compute["peak_rss_mb"] == 502.0
+    assert s["normalisation"]["Hopper"] == {"random": 0.0, "expert": 3000.0, "source": "reference"}
+    assert s["normalisation"]["Walker"]["source"] == "observed"
+
+
+def test_content(report):
+    out, s = report
+    assert s["aggregate"]["strong"]["IQM"]["point"] > s["aggregate"]["weak"]["IQM"]["point"]
+    assert s["scores"]["strong"]["Walker"]["iqm"] > s["scores"]["weak"]["Walker"]["iqm"]
+    poi = {(p["x"], p["y"]): p["point"] for p in s["probability_of_improvement"]}
+    assert poi[("strong", "weak")] == 1.0
+    se = s["sample_efficiency"]
+    assert se["4000"]["strong"]["point"] > se["1000"]["strong"]["point"]
+    md = (out / "report.md").read_text()
+    assert "the **last** checkpoint of each run, never the best" in md
+    assert "observed min-max, not a reference" in md
+    failed = md.split("## Failed runs")[1]
+    assert "weak | Walker | 3" in failed and "diverged" in failed
+    order = ["## Learning curves", "## Last-checkpoint", "## Aggregate", "## Probability of improvement",
+             "## Performance profiles", "## Sample efficiency", "## Compute", "## Failed runs"]  # fmt: skip
+    positions = [md.index(h) for h in order]
+    assert positions == sorted(positions)
+    table = format_summary_table(s)
+    assert "strong" in table and "Hopper" in table and "[" in table
+
+
+def test_single_seed_and_task_subsets(tmp_path):
+    rng = np.random.default_rng(1)
+    runs = [
+        _run("a", "T1", 0, 0.8, 10.0, rng),
+        _run("a", "T2", 0, 0.8, 10.0, rng),
+        _run("b", "T1", 0, 0.2, 10.0, rng, steps=[0, 500, 1_000]),
+    ]
+    s = build_report(runs, {}, tmp_path, "one seed", budgets=[1_000, 4_000], reps=500)
+    cell = s["scores"]["a"]["T1"]
+    assert cell["ci"] == [cell["iqm"], cell["iqm"]]
+    iqm = s["aggregate"]["a"]["IQM"]
+    assert iqm["lo"] == iqm["point"] == iqm["hi"]
+    assert s["aggregate"]["b"]["tasks"] == ["T1"]
+    assert s["probability_of_improvement"] == []
+    assert s["sample_efficiency"]["4000"]["b"]["n"] == 0  # b's curve stops at 1000 steps
+    md = (tmp_path / "report.md").read_text()
+    assert "n=1: no CI" in md and "do not share all tasks" in md and "curve does not reach the budget" in md
+    assert "n=1: no CI" in format_summary_table(s)
+
+
+def test_no_completed_runs(tmp_path):
+    runs = [RunRecord("a", "T", 0, "failed", None, 0, 0, 0.1, None, [], "boom")]
+    s = build_report(runs, {}, tmp_path, "empty", reps=100)
+    assert s["runs"] == {"done": 0, "failed": 1} and s["scores"] == {}
+    assert "boom" in (tmp_path / "report.md").read_text()

@@ -274,8 +274,8 @@ def _clean_curve(run: RunRecord) -> list[tuple[float, float]]:
     return sorted(dict(pts).items())
 
 
-def _aligned_curves(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps, returns (seeds, steps)) on the eval steps common to all runs, else interpolated."""
+def _aligned_curves(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray, str | None] | None:
+    """(steps, returns (seeds, steps), note) on the eval steps common to all runs, else interpolated."""
     curves = [c for c in (_clean_curve(r) for r in runs) if c]
     if not curves:
         return None
@@ -284,10 +284,13 @@ def _aligned_curves(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray] | No
     if len(common) < 2 and end > start:
         steps = np.linspace(start, end, 50)
         rets = [np.interp(steps, [s for s, _ in c], [r for _, r in c]) for c in curves]
-        return steps, np.array(rets)
+        return steps, np.array(rets), "seeds evaluated at different steps: curves linearly interpolated"
     if not common:
         return None
-    return np.array(common), np.array([[dict(c)[s] for s in common] for c in curves])
+    note = None
+    if any(len(c) != len(common) for c in curves) or len(curves) < len(runs):
+        note = "only evaluation steps shared by all seeds are plotted"
+    return np.array(common), np.array([[dict(c)[s] for s in common] for c in curves]), note
 
 
 def _budget_value(run: RunRecord, budget: int) -> tuple[float | None, str | None]:
@@ -360,11 +363,13 @@ def _section_curves(ctx: _Ctx, plot_curves) -> None:
     )
     used: set[str] = set()
     for task in ctx.tasks:
-        curves, missing = {}, []
+        curves, missing, notes = {}, [], []
         for method in ctx.methods:
             aligned = _aligned_curves(ctx.grouped[method].get(task, []))
             if aligned is not None:
-                curves[method] = aligned
+                curves[method] = aligned[:2]
+                if aligned[2]:
+                    notes.append(f"{method}: {aligned[2]}.")
             elif task in ctx.grouped[method]:
                 missing.append(method)
         name = _slug(task)
@@ -375,7 +380,8 @@ def _section_curves(ctx: _Ctx, plot_curves) -> None:
         ctx.doc.heading(3, task)
         ctx.doc.image(path, f"learning curves on {task}")
         if missing:
-            ctx.doc.para(f"No usable learning curve for: {', '.join(missing)}.")
+            notes.append(f"No usable learning curve for: {', '.join(missing)}.")
+        ctx.doc.bullets(notes)
 
 
 def _section_scores(ctx: _Ctx) -> None:
