@@ -13,9 +13,7 @@ import html
 import itertools
 import json
 import math
-import os
 import re
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gendm.bench import stats
+from gendm.core.atomic import atomic_write_text
 
 LAST_CHECKPOINT_SENTENCE = (
     "Scores are the mean evaluation return of the **last** checkpoint of each run, never the best."
@@ -88,19 +87,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float | np.floating):
         return float(obj) if math.isfinite(obj) else None
     return obj
-
-
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- document (md + html)
@@ -681,9 +667,9 @@ def build_report(
     _section_failed(doc, failed)
 
     summary = _jsonable(summary)
-    _write_atomic(out_dir / "report.md", doc.markdown(out_dir))
-    _write_atomic(out_dir / "report.html", doc.html(title))
-    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / "report.md", doc.markdown(out_dir))
+    atomic_write_text(out_dir / "report.html", doc.html(title))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -367,7 +367,7 @@ class OnlineTrainer:
     # -------------------------------------------------------------------------------- summary
     def _summary(self, status: str, error: str | None) -> dict[str, Any]:
         last = self.curve[-1] if self.curve else None
-        train_s = self._train_seconds() if hasattr(self, "t0") else 0.0
+        train_s = self._train_seconds()
         return {
             "algo": self.s.algo,
             "env_id": self.s.env_id,
@@ -378,7 +378,7 @@ class OnlineTrainer:
             "final_return_std": last["return_std"] if last and status == "ok" else None,
             "env_steps": self.env_steps,
             "grad_steps": self.grad_steps,
-            "wall_s": round(self._wall_s(), 3) if hasattr(self, "t0") else 0.0,
+            "wall_s": round(self._wall_s(), 3),
             "train_s": round(train_s, 3),
             "eval_s": round(self.eval_s, 3),
             "env_steps_per_s": self.env_steps / train_s if train_s > 0 else None,
