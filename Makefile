@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 OUT ?= runs/demo
+# The demo's offline dataset (Minari's format) stays inside the repository, not in ~/.minari.
+DATASETS ?= runs/datasets
+TWOPATH := gendm/twopath/expert-v0
 
 .PHONY: demo test lint bench-sb3 clean
 
@@ -18,7 +21,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[dev,ray,bench]"
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
+demo: export MINARI_DATASETS_PATH := $(abspath $(DATASETS))
 demo: $(STAMP)
+	@test -f $(DATASETS)/$(TWOPATH)/data/metadata.json || $(BIN)/gendm data collect \
+		--env gendm/TwoPathReach-v0 --policy expert --episodes 100 --out $(TWOPATH) --no-progress
 	$(BIN)/gendm bench demo --out $(OUT)
 
 test: $(STAMP)

@@ -87,6 +87,18 @@ def test_each_family_and_solver_recovers_the_mixture(family, solver):
     assert mmd2(x, ref) < 0.025, (family, solver, mmd2(x, ref), mmd2(ref, ref2))
 
 
+@pytest.mark.parametrize("solver", ["ddpm", "ddim"])
+def test_eps_cosine_with_as_many_steps_as_training_timesteps_stays_on_the_mixture(solver):
+    """The cosine schedule's last timestep (beta clipped at 0.999) makes an eps model's clean
+    prediction ill-posed; the sampler must skip it rather than blow the error up."""
+    model = trained("eps")
+    x = model.sample(
+        2000, solver=solver, steps=model.num_train_steps, generator=torch.Generator().manual_seed(1)
+    )
+    ref, _ = mixture(2000, torch.Generator().manual_seed(2))
+    assert torch.isfinite(x).all() and mmd2(x, ref) < 0.025, mmd2(x, ref)
+
+
 def test_mmd_bound_separates_good_from_bad_samples():
     ref, _ = mixture(2000, torch.Generator().manual_seed(2))
     good, _ = mixture(2000, torch.Generator().manual_seed(4))

@@ -54,7 +54,7 @@ def test_normalised_score() -> None:
 
 
 def test_unknown_suite_suggests_close_match() -> None:
-    with pytest.raises(KeyError, match=r"Did you mean 'mujoco'\?.*classic, mujoco"):
+    with pytest.raises(KeyError, match=r"Did you mean 'mujoco'\?.*classic, imitation, mujoco"):
         suite_tasks("mujuco")
     with pytest.raises(KeyError, match="Available suites"):
         suite_tasks("zzz")

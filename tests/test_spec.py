@@ -2,6 +2,8 @@ import pytest
 
 from gendm.bench.spec import load_spec, parse_spec
 from gendm.core.errors import SpecError
+from gendm.data.collect import collect
+from gendm.data.dataset import save_dataset
 
 BASE = {
     "seeds": 2,
@@ -25,6 +27,17 @@ def test_expansion_into_runs_with_stable_ids():
     assert sac.config["learning_rate"] == 1e-3 and sac.steps == 1000
 
 
+def test_a_task_may_set_its_own_seeds():
+    tasks = [{"env": "Pendulum-v1", "seeds": [7, 9]}, {"env": "CartPole-v1", "methods": ["ppo"]}]
+    spec = parse_spec(_with(tasks=tasks))
+    assert {(r.task, r.seed) for r in spec.runs if r.method == "ppo"} == {
+        ("Pendulum-v1", 7),
+        ("Pendulum-v1", 9),
+        ("CartPole-v1", 0),
+        ("CartPole-v1", 1),
+    }
+
+
 def test_suites_expand_and_incompatible_pairs_are_skipped_with_a_reason():
     spec = parse_spec(_with(tasks=[{"suite": "classic", "steps": 500}]))
     tasks = {r.task for r in spec.runs if r.method == "sac"}
@@ -39,6 +52,7 @@ def test_suites_expand_and_incompatible_pairs_are_skipped_with_a_reason():
         (_with(tasks=[{"env": "Pendulum-v1", "eval_evry": 5}]), r"tasks\[0\].*'eval_evry'.*eval_every"),
         (_with(steps="many"), r"steps must be int"),
         (_with(seeds=0), r"seeds must be >= 1"),
+        (_with(tasks=[{"env": "Pendulum-v1", "seeds": [0, "1"]}]), r"tasks\[0\].seeds must be a positive"),
         (_with(methods={"x": {"algo": "sacc"}}), r"methods.x.algo.*Did you mean: sac"),
         (
             _with(methods={"sac": {"set": {"learning_rat": 1}}}),
@@ -57,9 +71,15 @@ def test_malformed_specs_name_the_field(data, match):
         parse_spec(data)
 
 
-def test_builtin_demo_spec_and_bad_toml(tmp_path):
+def test_builtin_demo_spec_and_bad_toml(tmp_path, monkeypatch):
+    # The demo's multimodal task learns from a dataset that `make demo` collects first.
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    expert = collect("gendm/TwoPathReach-v0", "expert", episodes=2, progress=False)
+    save_dataset(expert, "gendm/twopath/expert-v0")
     demo = load_spec("demo")
-    assert {r.method for r in demo.runs} == {"sac", "td3", "ppo", "dqn"} and demo.seeds == [0, 1, 2]
+    methods = {"sac", "td3", "ppo", "dqn", "bc", "diffusion_policy"}
+    assert {r.method for r in demo.runs} == methods and demo.seeds == [0, 1, 2]
+    assert sorted(r.seed for r in demo.runs if r.method == "diffusion_policy") == [0, 1, 2, 3, 4]
     bad = tmp_path / "bad.toml"
     bad.write_text("name = [")
     with pytest.raises(SpecError, match="not valid TOML"):

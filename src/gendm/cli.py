@@ -1,4 +1,4 @@
-"""Command line: ``gendm train | bench | report | list``. Every option's help shows its default."""
+"""Command line: ``gendm train | bench | report | data | list``. Every option's help shows its default."""
 
 from __future__ import annotations
 
@@ -34,20 +34,36 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gendm", description="Generative models in decision making.", formatter_class=_Formatter
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,bench,report,list}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,bench,report,data,list}")
 
     t = sub.add_parser(
         "train",
-        help="train one agent on one environment",
+        help="train one agent on one environment (online) or on one dataset (offline)",
         formatter_class=_Formatter,
         epilog=_algo_help(argv) if "train" in argv and ("-h" in argv or "--help" in argv) else EPILOG_TRAIN,
     )
     t.add_argument("algo", help="algorithm name (see `gendm list algos`)")
-    t.add_argument("--env", required=True, help="Gymnasium environment id (see `gendm list envs`)")
-    t.add_argument("--steps", type=int, default=100_000, help="environment steps to train for")
+    t.add_argument(
+        "--env",
+        default=None,
+        help="Gymnasium environment id (see `gendm list envs`); offline algorithms default to the dataset's",
+    )
+    t.add_argument(
+        "--dataset",
+        default=None,
+        help="offline algorithms: dataset id or path to learn from (see `gendm data list`)",
+    )
+    t.add_argument(
+        "--steps",
+        type=int,
+        default=100_000,
+        help="steps to train for: env steps (online algorithms) or gradient steps (offline algorithms)",
+    )
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
-    t.add_argument("--out", type=Path, default=None, help="run directory (default: runs/ALGO-ENV-sSEED)")
+    t.add_argument(
+        "--out", type=Path, default=None, help="run directory (default: runs/ALGO-ENV_OR_DATASET-sSEED)"
+    )
     t.add_argument(
         "--set",
         dest="overrides",
@@ -56,7 +72,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override an algorithm config field; repeatable",
     )
-    t.add_argument("--eval-every", type=int, default=5_000, help="evaluate every N env steps")
+    t.add_argument(
+        "--eval-every",
+        type=int,
+        default=5_000,
+        help="evaluate every N steps (env steps, or gradient steps offline)",
+    )
     t.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes per evaluation")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
@@ -92,6 +113,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("dir", type=Path, help="benchmark directory written by `gendm bench`")
     r.add_argument("--reps", type=int, default=50_000, help="bootstrap replicates for confidence intervals")
 
+    _add_data_parser(sub)
+
     li = sub.add_parser(
         "list",
         help="list algorithms, environments (suites with references) or specs",
@@ -113,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
-        return {"train": _train, "bench": _bench, "report": _report, "list": _list}[args.command](args)
+        commands = {"train": _train, "bench": _bench, "report": _report, "data": _data, "list": _list}
+        return commands[args.command](args)
     except GendmError as e:
         print(f"gendm: error: {e}", file=sys.stderr)
         return 2
@@ -126,11 +150,13 @@ def _train(args: argparse.Namespace) -> int:
     from gendm.core.config import parse_assignments
     from gendm.train import TrainSettings, train
 
-    out = args.out or Path("runs") / f"{args.algo}-{args.env.replace('/', '_')}-s{args.seed}"
+    source = args.env or args.dataset or "no-env"
+    out = args.out or Path("runs") / f"{args.algo}-{source.strip('/').replace('/', '_')}-s{args.seed}"
     summary = train(
         TrainSettings(
             args.algo,
             args.env,
+            dataset=args.dataset,
             steps=args.steps,
             seed=args.seed,
             device=args.device,
@@ -143,10 +169,20 @@ def _train(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
     )
+    if summary["step_unit"] == "grad_steps":
+        spent = (
+            f"after {summary['grad_steps']} gradient steps on {summary['dataset_transitions']} transitions"
+        )
+    else:
+        spent = f"after {summary['env_steps']} env steps, {summary['grad_steps']} gradient steps"
+    extra = "".join(
+        f", {name} {summary[key]:.3f}"
+        for key, name in (("final_score", "normalised score"), ("success_rate", "success rate"))
+        if summary.get(key) is not None
+    )
     print(
         f"final return (last checkpoint): {summary['final_return']:.2f} ± {summary['final_return_std']:.2f} "
-        f"after {summary['env_steps']} env steps, {summary['grad_steps']} gradient steps, "
-        f"{summary['wall_s']:.1f} s"
+        f"{spent}, {summary['wall_s']:.1f} s{extra}"
     )
     print(f"summary: {out / 'summary.json'}")
     return 0
@@ -209,6 +245,144 @@ def _list(args: argparse.Namespace) -> int:
         for name, path in sorted(builtin_specs().items()):
             print(f"{name:<10} {path}")
     return 0
+
+
+# ------------------------------------------------------------------------------------- gendm data
+_ROOT_HELP = "datasets root; unset means Minari's: $MINARI_DATASETS_PATH, else ~/.minari/datasets"
+
+
+def _add_data_parser(sub) -> None:
+    d = sub.add_parser(
+        "data",
+        help="collect, inspect and list offline datasets (Minari format)",
+        formatter_class=_Formatter,
+        description="Offline datasets in Minari's format: `minari.load_dataset(ID)` reads what gendm\n"
+        "writes, and gendm reads any local Minari dataset (HDF5).",
+    )
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="{collect,info,list}")
+    c = dsub.add_parser(
+        "collect",
+        help="roll out a policy and save the transitions as a dataset",
+        formatter_class=_Formatter,
+        description="Roll out a policy on one environment and save the transitions as Minari dataset --out.\n"
+        "A checkpoint policy acts deterministically; --noise and --epsilon perturb any policy.",
+    )
+    c.add_argument("--env", required=True, help="Gymnasium environment id")
+    c.add_argument(
+        "--policy",
+        default="random",
+        help="random, expert (a scripted expert from gendm.envs.experts), or the --out directory of "
+        "`gendm train` (or its checkpoint subdirectory)",
+    )
+    c.add_argument(
+        "--noise", type=float, default=0.0, help="std of Gaussian noise on the action scaled to [-1, 1]"
+    )
+    c.add_argument(
+        "--epsilon", type=float, default=0.0, help="probability of a uniformly random action instead"
+    )
+    size = c.add_mutually_exclusive_group(required=True)
+    size.add_argument("--episodes", type=int, default=None, help="complete episodes to collect")
+    size.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="transitions to collect (the last episode is marked truncated)",
+    )
+    c.add_argument(
+        "--out",
+        required=True,
+        metavar="DATASET_ID",
+        help="dataset id namespace/name-vN, e.g. gendm/pendulum/expert-v0",
+    )
+    c.add_argument("--seed", type=int, default=0, help="seeds the environment, the policy and the noise")
+    c.add_argument("--root", type=Path, default=None, help=_ROOT_HELP)
+    c.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same id")
+    c.add_argument("--device", default="cpu", help="device of a checkpoint policy")
+    c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    i = dsub.add_parser("info", help="print a dataset's statistics", formatter_class=_Formatter)
+    i.add_argument("dataset", help="dataset id (or path to its directory)")
+    i.add_argument("--root", type=Path, default=None, help=_ROOT_HELP)
+    li = dsub.add_parser("list", help="list the local datasets", formatter_class=_Formatter)
+    li.add_argument("--root", type=Path, default=None, help=_ROOT_HELP)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from gendm.data.dataset import list_datasets, load_dataset, read_metadata, save_dataset
+
+    if args.data_command == "collect":
+        from gendm.data.collect import collect
+
+        ds = collect(
+            args.env,
+            args.policy,
+            episodes=args.episodes,
+            steps=args.steps,
+            noise=args.noise,
+            epsilon=args.epsilon,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.no_progress,
+            command=_collect_command(args),
+        )
+        path = save_dataset(ds, args.out, root=args.root, overwrite=args.overwrite)
+        returns = ds.episode_returns()
+        print(
+            f"wrote {args.out}: {len(ds)} transitions, {ds.num_episodes} episodes, return "
+            f"{returns.mean():.2f} ± {returns.std():.2f}"
+        )
+        print(f"path: {path}")
+    elif args.data_command == "info":
+        print(_format_info(load_dataset(args.dataset, root=args.root)))
+    else:
+        ids = list_datasets(args.root)
+        if not ids:
+            print("no datasets; create one with `gendm data collect`")
+        for dataset_id in ids:
+            try:
+                m = read_metadata(dataset_id, args.root)
+                policy = m.get("provenance", {}).get("policy") or m.get("algorithm_name", "-")
+                print(
+                    f"{dataset_id:<40} {m.get('env_id', '-'):<26} {m.get('total_steps', '?'):>9} steps "
+                    f"{m.get('total_episodes', '?'):>7} episodes  {policy}"
+                )
+            except GendmError as e:
+                print(f"{dataset_id:<40} unreadable: {e}")
+    return 0
+
+
+def _collect_command(args: argparse.Namespace) -> str:
+    """The collect command with every setting spelled out (for the dataset's provenance)."""
+    size = f"--episodes {args.episodes}" if args.episodes is not None else f"--steps {args.steps}"
+    return (
+        f"gendm data collect --env {args.env} --policy {args.policy} {size} --noise {args.noise} "
+        f"--epsilon {args.epsilon} --seed {args.seed} --out {args.out}"
+    )
+
+
+def _format_info(ds) -> str:
+    s, m = ds.stats(), ds.metadata
+    r, n = s["return"], s["length"]
+    lines = [
+        f"dataset:      {m.get('dataset_id', '-')}  ({m.get('path', '-')})",
+        f"environment:  {ds.env_id}",
+        f"description:  {m.get('description', '-')}",
+        f"provenance:   {m.get('provenance', '-')}",
+        f"transitions:  {s['transitions']}  episodes: {s['episodes']}  terminations: {s['terminations']}  "
+        f"truncations: {s['truncations']}",
+        f"return:       {r['mean']:.2f} ± {r['std']:.2f}  [min {r['min']:.2f}, max {r['max']:.2f}]",
+        f"length:       {n['mean']:.1f} ± {n['std']:.1f}  [min {n['min']:.0f}, max {n['max']:.0f}]",
+    ]
+    lo, hi = m.get("ref_min_score"), m.get("ref_max_score")
+    if lo is not None and hi is not None and hi != lo:
+        score = 100 * (r["mean"] - lo) / (hi - lo)
+        lines.append(f"normalised:   {score:.1f}  (0 = ref_min_score {lo:g}, 100 = ref_max_score {hi:g})")
+    for key in ("observations", "actions"):
+        st = s[key]
+        lines.append(f"{key} per dimension (mean / std / min / max):")
+        for d in range(len(st["mean"])):
+            values = " ".join(f"{st[k][d]:>11.4g}" for k in ("mean", "std", "min", "max"))
+            lines.append(f"  [{d:>3}] {values}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

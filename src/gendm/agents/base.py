@@ -2,22 +2,29 @@
 
 An agent is built from ``(config, observation_space, action_space, device, total_steps)`` and offers
 ``act(obs, deterministic)``, ``update(batch) -> dict[str, Tensor]``, ``state_dict()`` and
-``load_state_dict()``. ``update`` returns detached 0-d tensors, not floats, so the hot loop never
-waits on a host sync; the training loop turns them into floats once per logging interval.
+``load_state_dict()``, plus the optional hook ``reset_episodes(mask)`` for agents with per-episode
+state. Offline agents (``OfflineAgent``) add ``prepare(dataset)`` and ``make_sampler(...)``.
+``update`` returns detached 0-d tensors, not floats, so the hot loop never waits on a host sync; the
+training loop turns them into floats once per logging interval.
 Training loops, evaluation and checkpoints live in ``gendm.train``, not here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 from gendm.core.config import check
 from gendm.core.errors import ConfigError
 from gendm.core.registry import Registry
+from gendm.nn import Normalizer
+
+if TYPE_CHECKING:
+    from gendm.data.dataset import OfflineDataset
 
 
 @dataclass
@@ -68,6 +75,32 @@ class OffPolicyConfig(BaseConfig):
         check(self.gradient_steps >= 1, "gradient_steps", "must be >= 1.")
 
 
+@dataclass
+class OfflineConfig:
+    """Fields shared by agents that learn from a fixed dataset (``AlgoSpec.kind == "offline"``)."""
+
+    gamma: float = 0.99
+    """Discount factor."""
+    batch_size: int = 256
+    """Transitions (or sequences) per gradient step."""
+    normalize_obs: bool = False
+    """Standardise observations with the dataset's mean and std (fitted once, saved with the agent)."""
+    compile: bool = False
+    """Wrap the update step in torch.compile (a cold compile costs ~25 s on CPU)."""
+    precision: str = "fp32"
+    """Update matmul precision: fp32, or bf16 (autocast hidden layers to bfloat16; output heads, losses
+    and Adam stay fp32)."""
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}.")
+        check(
+            self.precision in ("fp32", "bf16"),
+            "precision",
+            f"must be 'fp32' or 'bf16', got {self.precision!r}.",
+        )
+
+
 class Agent:
     """Base class: subclasses list their stateful parts (modules, optimisers) in ``self.parts``."""
 
@@ -92,6 +125,11 @@ class Agent:
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def reset_episodes(self, mask: np.ndarray) -> None:
+        """Episodes start in the sub-envs where ``mask`` (bool, one per sub-env) is True: after a reset
+        (all True) and where an episode just ended (SAME_STEP autoreset). Agents with per-episode
+        state (observation history, queued action chunks) clear it here; the default does nothing."""
 
     def modules(self) -> list[torch.nn.Module]:
         return [p for p in self.parts.values() if isinstance(p, torch.nn.Module)]
@@ -123,6 +161,42 @@ class Agent:
         return torch.compile(fn) if self.config.compile else fn
 
 
+class OfflineAgent(Agent):
+    """Base of agents that learn from a dataset. The offline loop calls ``prepare(dataset)`` once
+    before training (and before loading a checkpoint on resume), then draws every batch from
+    ``make_sampler(dataset, device, seed).sample(batch_size)``.
+
+    ``self.obs_norm`` standardises observations when ``config.normalize_obs``, else it is the
+    identity; subclasses apply it in ``act`` and ``update`` and add their parts to ``self.parts``.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
+        super().__init__(config, observation_space, action_space, device, total_steps)
+        self.obs_norm = Normalizer(tuple(observation_space.shape)).to(self.device)
+        self.parts = {"obs_norm": self.obs_norm}
+
+    def prepare(self, dataset: OfflineDataset) -> None:
+        """Fit dataset statistics (normalisers, scales); kept in ``parts`` so checkpoints carry them."""
+        if self.config.normalize_obs:
+            self.obs_norm.fit(dataset.observations)
+
+    def make_sampler(self, dataset: OfflineDataset, device: torch.device, seed: int) -> Any:
+        """An object whose ``sample(batch_size)`` returns a batch for ``update``: by default uniform
+        transitions (``gendm.data.replay.Batch``) from the dataset held on ``device``. Sequence
+        models return a sequence sampler here. A ``state_dict``/``load_state_dict`` pair, if present,
+        is checkpointed (exact resume of the sampling stream)."""
+        from gendm.data.samplers import TransitionSampler
+
+        return TransitionSampler(dataset, device, seed)
+
+
 def box_bounds(space: gym.spaces.Box, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, bias)`` mapping [-1, 1] onto the Box bounds; unbounded Boxes are an error."""
     low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
@@ -137,7 +211,7 @@ class AlgoSpec:
     name: str
     config_cls: type
     agent_cls: type
-    kind: Literal["off_policy", "on_policy"]
+    kind: Literal["off_policy", "on_policy", "offline"]
     action_spaces: tuple[str, ...]
     summary: str
 

@@ -52,6 +52,7 @@ def plot_learning_curves(
     title: str = "",
     reps: int = 2_000,
     seed: int = 0,
+    xlabel: str = "environment steps",
 ) -> Path:
     """IQM over seeds of each method's returns at every step, with a 95% bootstrap CI band.
 
@@ -74,7 +75,7 @@ def plot_learning_curves(
         marker = "o" if steps_arr.size == 1 else None
         ax.plot(steps_arr, point, color=colors[method], marker=marker, label=f"{method} (n={ret.shape[0]})")
         ax.fill_between(steps_arr, lo, hi, color=colors[method], alpha=0.2, linewidth=0)
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("evaluation return (IQM over seeds)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

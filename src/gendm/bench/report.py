@@ -362,7 +362,12 @@ def _section_curves(ctx: _Ctx, plot_curves) -> None:
         while name in used:
             name += "_"
         used.add(name)
-        path = plot_curves(curves, ctx.plots / f"curves_{name}.png", title=task, reps=min(ctx.reps, 2000))
+        runs = [r for method in ctx.methods for r in ctx.grouped[method].get(task, [])]
+        offline = bool(runs) and all(r.env_steps == 0 for r in runs)  # a dataset task: x is grad steps
+        xlabel = "gradient steps (offline)" if offline else "environment steps"
+        path = plot_curves(
+            curves, ctx.plots / f"curves_{name}.png", title=task, reps=min(ctx.reps, 2000), xlabel=xlabel
+        )
         ctx.doc.heading(3, task)
         ctx.doc.image(path, f"learning curves on {task}")
         if missing:
@@ -395,13 +400,21 @@ def _section_scores(ctx: _Ctx) -> None:
         rows.append(row)
     doc.table(["Task", *ctx.methods], rows)
     details = [
-        [r.method, r.task, str(r.seed), _fmt(r.final_return, 6), str(r.env_steps), _fmt(r.wall_s, 4)]
+        [
+            r.method,
+            r.task,
+            str(r.seed),
+            _fmt(r.final_return, 6),
+            str(r.env_steps),
+            str(r.grad_steps),
+            _fmt(r.wall_s, 4),
+        ]
         for per_task in ctx.grouped.values()
         for runs in per_task.values()
         for r in runs
     ]
     doc.table(
-        ["Method", "Task", "Seed", "Final return", "Env steps", "Wall-clock s"],
+        ["Method", "Task", "Seed", "Final return", "Env steps", "Grad steps", "Wall-clock s"],
         details,
         details="Per-seed final returns",
     )
@@ -523,7 +536,7 @@ def _section_sample_efficiency(ctx: _Ctx, budgets: list[int] | None) -> None:
         return
     doc.para(
         f"Normalised IQM [95% CI] of the evaluation return at the last evaluation with env steps <= budget "
-        f"({origin}). n = runs included."
+        f"(gradient steps on dataset tasks; {origin}). n = runs included."
     )
     rows, notes = [], []
     for budget in budgets:

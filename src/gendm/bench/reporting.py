@@ -13,6 +13,23 @@ from gendm.core.errors import GendmError
 from gendm.envs.references import reference
 
 
+def task_reference(task: str) -> tuple[float, float] | None:
+    """(random, expert) returns for normalising a task's scores: the suite references of an env id;
+    for a dataset task, the dataset's ref_min_score / ref_max_score (else its env's references)."""
+    ref = reference(task)
+    if ref is not None:
+        return ref.random_return, ref.expert_return
+    from gendm.data.dataset import read_metadata
+    from gendm.train.offline import metadata_reference
+
+    try:
+        meta = read_metadata(task)
+    except GendmError:
+        return None  # an env outside the suites: the report normalises by observed min-max
+    found = metadata_reference(meta)
+    return (found["random"], found["expert"]) if found else None
+
+
 def write_report(out_dir: str | Path, reps: int = 50_000) -> dict[str, Any]:
     """(Re)build the reports of ``out_dir`` from its store; return the summary dict."""
     out_dir = Path(out_dir)
@@ -26,10 +43,7 @@ def write_report(out_dir: str | Path, reps: int = 50_000) -> dict[str, Any]:
         store.close()
     if not records:
         raise GendmError(f"{out_dir} has no finished runs to report yet.")
-    references = {}
-    for task in {r.task for r in records}:
-        ref = reference(task)
-        references[task] = (ref.random_return, ref.expert_return) if ref else None
+    references = {task: task_reference(task) for task in {r.task for r in records}}
     summary = build_report(
         records,
         references,

@@ -115,7 +115,8 @@ def _adopt_finished(store: Store, out_dir: Path, run: RunSpec) -> bool:
         summary = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    if summary.get("status") != "ok" or summary.get("env_steps", 0) < run.steps:
+    done_steps = summary.get(summary.get("step_unit", "env_steps"), 0)  # grad_steps for offline runs
+    if summary.get("status") != "ok" or done_steps < run.steps:
         return False
     store.mark_done(run.run_id, summary)
     return True

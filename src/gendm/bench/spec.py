@@ -15,7 +15,10 @@ into runs. Every mistake is reported with the path of the offending field (``tas
     [[tasks]]
     env = "Pendulum-v1"            # or: suite = "classic"
     methods = ["sac"]              # optional: restrict to these methods
-    steps = 10000                  # optional: per-task budget and cadence
+    steps = 10000                  # optional: per-task budget, cadence and seeds
+
+    [[tasks]]                      # a dataset is a task for offline methods (iql, td3bc, bc):
+    dataset = "gendm/pendulum/medium-v0"   # evaluated in the dataset's env; steps = gradient steps
 """
 
 from __future__ import annotations
@@ -48,7 +51,16 @@ TOP_KEYS = {
     "tasks": list,
 }
 METHOD_KEYS = {"algo": str, "set": dict, "description": str}
-TASK_KEYS = {"env": str, "suite": str, "methods": list, "steps": int, "eval_every": int, "eval_episodes": int}
+TASK_KEYS = {
+    "env": str,
+    "suite": str,
+    "dataset": str,
+    "methods": list,
+    "steps": int,
+    "eval_every": int,
+    "eval_episodes": int,
+    "seeds": (int, list),
+}
 
 
 @dataclass(frozen=True)
@@ -139,15 +151,23 @@ def _positive(value: int, where: str) -> int:
     return value
 
 
+def _seeds(value: Any, where: str) -> list[int]:
+    """``3`` -> ``[0, 1, 2]``; a list of integers as given."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return list(range(_positive(value, where)))
+    if not value or not isinstance(value, list) or not all(type(s) is int for s in value):
+        raise SpecError(
+            f"Spec field {where} must be a positive integer or a list of integers, got {value!r}."
+        )
+    return value
+
+
 def parse_spec(data: dict[str, Any]) -> BenchSpec:
     _check_keys(data, TOP_KEYS, "")
     for required in ("methods", "tasks"):
         if required not in data:
             raise SpecError(f"Spec is missing {required!r} (see `gendm bench --help` for the format).")
-    seeds = data.get("seeds", 5)
-    seeds = list(range(_positive(seeds, "seeds"))) if isinstance(seeds, int) else seeds
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise SpecError(f"Spec field seeds must be a positive integer or a list of integers, got {seeds!r}.")
+    seeds = _seeds(data.get("seeds", 5), "seeds")
     defaults = {
         k: _positive(data.get(k, d), k)
         for k, d in (("steps", 100_000), ("eval_every", 5_000), ("eval_episodes", 10))
@@ -185,9 +205,11 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
         if not isinstance(task, dict):
             raise SpecError(f"Spec field tasks[{i}] must be a table or an env id, got {task!r}.")
         _check_keys(task, TASK_KEYS, where)
-        if ("env" in task) == ("suite" in task):
-            raise SpecError(f"Spec field tasks[{i}] needs exactly one of 'env' or 'suite'.")
-        if "suite" in task:
+        if sum(k in task for k in ("env", "suite", "dataset")) != 1:
+            raise SpecError(f"Spec field tasks[{i}] needs exactly one of 'env', 'suite' or 'dataset'.")
+        if "dataset" in task:
+            env_ids = [task["dataset"]]
+        elif "suite" in task:
             if task["suite"] not in SUITES:
                 raise SpecError(
                     f"Spec field {where}suite: unknown suite {task['suite']!r}."
@@ -204,24 +226,59 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
                     f"{suggest(m, methods)} Defined: {', '.join(methods)}."
                 )
         budget = {k: _positive(task.get(k, defaults[k]), where + k) for k in defaults}
+        task_seeds = _seeds(task["seeds"], where + "seeds") if "seeds" in task else seeds
+        is_dataset = "dataset" in task
         for env_id in env_ids:
-            try:
-                check_env_id(env_id)
-            except GendmError as e:
-                raise SpecError(f"Spec field {where}env: {e}") from None
-            action_space = gym.make(env_id).action_space
+            space_of = _dataset_action_space if is_dataset else _env_action_space
+            action_space = space_of(env_id, where)
             for name in explicit or list(methods):
                 algo, overrides, config = methods[name]
-                if not ALGOS.get(algo).supports(action_space):
+                offline = ALGOS.get(algo).kind == "offline"
+                reason = None
+                if offline and not is_dataset:
+                    reason = f"{name} ({algo}) learns from a dataset, and {env_id} is an environment"
+                elif is_dataset and not offline:
+                    reason = f"{name} ({algo}) is an online algorithm, and {env_id} is a dataset"
+                elif not ALGOS.get(algo).supports(action_space):
                     reason = f"{name} ({algo}) cannot act in {env_id} ({type(action_space).__name__} actions)"
+                if reason is not None:
                     if explicit:
                         raise SpecError(f"Spec field {where}methods: {reason}.")
                     skipped.append(reason)
                     continue
-                runs += [RunSpec(name, algo, overrides, config, env_id, seed, **budget) for seed in seeds]
+                runs += [
+                    RunSpec(name, algo, overrides, config, env_id, seed, **budget) for seed in task_seeds
+                ]
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise SpecError(
             "Spec lists the same (method, task, seed) more than once; remove the duplicate task entry."
         )
     return BenchSpec(str(data.get("name", "bench")), seeds, runs, budgets, skipped)
+
+
+def _env_action_space(env_id: str, where: str) -> gym.Space:
+    try:
+        check_env_id(env_id)
+    except GendmError as e:
+        raise SpecError(f"Spec field {where}env: {e}") from None
+    return gym.make(env_id).action_space
+
+
+def _dataset_action_space(name: str, where: str) -> gym.Space:
+    """The action space stored in a local dataset's metadata (its arrays are not read)."""
+    from minari.serialization import deserialize_space
+
+    from gendm.data.dataset import read_metadata
+
+    try:
+        meta = read_metadata(name)
+    except GendmError as e:
+        raise SpecError(f"Spec field {where}dataset: {e}") from None
+    try:
+        return deserialize_space(meta["action_space"])
+    except (KeyError, ValueError, TypeError, NotImplementedError) as e:
+        raise SpecError(
+            f"Spec field {where}dataset: the metadata of {name!r} lacks a readable action space ({e}); "
+            "create the dataset again with `gendm data collect`."
+        ) from None

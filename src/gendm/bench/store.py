@@ -80,6 +80,7 @@ class Store:
     def mark_done(self, run_id: str, summary: dict[str, Any]) -> None:
         """Record a finished run and its curve in one transaction."""
         versions = summary.get("versions", {})
+        x = summary.get("step_unit", "env_steps")  # offline curves are keyed by gradient steps
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
@@ -106,7 +107,7 @@ class Store:
                 "INSERT INTO curves (run_id, env_steps, return_mean, return_std, wall_s) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [
-                    (run_id, p["env_steps"], p["return_mean"], p.get("return_std"), p.get("wall_s"))
+                    (run_id, p[x], p["return_mean"], p.get("return_std"), p.get("wall_s"))
                     for p in summary["curve"]
                 ],
             )

@@ -14,12 +14,17 @@ from gendm.bench.spec import RunSpec
 
 
 def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Train one run (resuming from ``run_dir`` if a checkpoint is there); return its summary."""
+    """Train one run (resuming from ``run_dir`` if a checkpoint is there); return its summary. The
+    task of an offline algorithm is a dataset (evaluated in the dataset's env); ``train`` dispatches
+    to the offline loop."""
+    from gendm.agents import ALGOS
     from gendm.train import TrainSettings, train
 
+    offline = ALGOS.get(spec.algo).kind == "offline"
     settings = TrainSettings(
         spec.algo,
-        spec.task,
+        None if offline else spec.task,
+        dataset=spec.task if offline else None,
         steps=spec.steps,
         seed=spec.seed,
         device=device,

@@ -1,6 +1,24 @@
-"""Replay and rollout buffers (and, later, offline datasets)."""
+"""Replay and rollout buffers; offline datasets (Minari format), normalisation and samplers."""
 
+from gendm.data.dataset import OfflineDataset, list_datasets, load_dataset, save_dataset, validate
+from gendm.data.normalize import ActionScaler, Normalizer
 from gendm.data.replay import Batch, ReplayBuffer
 from gendm.data.rollout import RolloutBuffer
+from gendm.data.samplers import SequenceBatch, SequenceSampler, TrajectorySampler, TransitionSampler
 
-__all__ = ["Batch", "ReplayBuffer", "RolloutBuffer"]
+__all__ = [
+    "ActionScaler",
+    "Batch",
+    "Normalizer",
+    "OfflineDataset",
+    "ReplayBuffer",
+    "RolloutBuffer",
+    "SequenceBatch",
+    "SequenceSampler",
+    "TrajectorySampler",
+    "TransitionSampler",
+    "list_datasets",
+    "load_dataset",
+    "save_dataset",
+    "validate",
+]

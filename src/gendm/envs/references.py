@@ -3,7 +3,9 @@
 A normalised score maps a raw episode return onto ``0 = uniform random policy`` and
 ``1 = expert`` for one task, so results on tasks with different reward scales can be
 aggregated (e.g. with interquartile means). Random returns are measured by gendm itself
-(``python -m gendm.envs.references --episodes 100``); expert returns cite a public source.
+(``python -m gendm.envs.references --episodes 100``); expert returns cite a public source, or, for
+gendm's own tasks, are measured on the scripted expert of ``gendm.envs.experts``
+(``python -m gendm.envs.references --suite imitation --episodes 1000 --expert``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,17 @@ class TaskReference:
 SUITES: dict[str, tuple[str, ...]] = {
     "classic": ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0"),
     "mujoco": ("InvertedPendulum-v5", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5"),
+    "imitation": ("gendm/TwoPathReach-v0",),
 }
 
 _RANDOM_SRC = "measured by gendm: python -m gendm.envs.references --episodes 100 (2026-11-22)"
 _D4RL = (
     "D4RL REF_MAX_SCORE for {key}-*-v2 datasets = {value} (d4rl/infos.py, Farama-Foundation/D4RL); "
     "expert-policy return measured on mujoco-py {name}-v2 (gym {name}Env), not on -v5"
+)
+_MEASURED_EXPERT = (
+    "measured by gendm on its scripted expert (gendm.envs.experts): python -m gendm.envs.references "
+    "--suite imitation --episodes 1000 --expert (2026-11-22)"
 )
 _ZOO = (
     "RL Baselines3 Zoo benchmark.md, {algo} on {env}: mean_reward {value} "
@@ -73,6 +80,8 @@ REFERENCES: dict[str, TaskReference] = {
         ),
         _ref("Walker2d-v5", 1.76, 4592.3, _D4RL.format(key="walker2d", value=4592.3, name="Walker2d")),
         _ref("Ant-v5", -63.64, 3879.7, _D4RL.format(key="ant", value=3879.7, name="Ant")),
+        # Sparse reward 1 on success, so returns are success rates.
+        _ref("gendm/TwoPathReach-v0", 0.0, 1.0, _MEASURED_EXPERT),
     )
 }
 
@@ -126,6 +135,30 @@ def measure_random_return(env_id: str, episodes: int = 100, seed: int = 0) -> tu
     return float(returns.mean()), float(returns.std())
 
 
+def measure_expert_return(env_id: str, episodes: int = 100, seed: int = 0) -> tuple[float, float]:
+    """Mean and (population) std of undiscounted returns of the scripted expert of ``env_id``
+    (``gendm.envs.experts``); the env is reset with ``seed`` once and the expert's rng seeded with it."""
+    from gendm.envs.experts import expert_policy
+
+    if episodes < 1:
+        raise ValueError("episodes must be >= 1")
+    expert, rng = expert_policy(env_id), np.random.default_rng(seed)
+    env = gym.make(env_id)
+    try:
+        returns = np.empty(episodes, dtype=np.float64)
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=seed if ep == 0 else None)
+            total, done = 0.0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(expert(obs[None], rng)[0])
+                total += float(reward)
+                done = terminated or truncated
+            returns[ep] = total
+    finally:
+        env.close()
+    return float(returns.mean()), float(returns.std())
+
+
 _ROW = "{:<26} {:>24} {:>8} {:>10} {:>10} {:>6}"
 
 
@@ -134,17 +167,23 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=100, help="episodes per task (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="env reset and action-space seed (default 0)")
     parser.add_argument("--suite", action="append", help="suite(s) to measure (default: all)")
+    parser.add_argument(
+        "--expert", action="store_true", help="measure the scripted expert (gendm.envs.experts), not random"
+    )
     args = parser.parse_args(argv)
+    import gendm.envs  # noqa: F401  (registers gendm's own environments and experts)
 
     names = args.suite or list(SUITES)
     tasks = [t for name in names for t in suite_tasks(name)]
-    header = ("task", "random mean ± std", "episodes", "recorded", "expert", "sec")
+    measured = "expert" if args.expert else "random"
+    header = ("task", f"{measured} mean ± std", "episodes", "recorded", "expert", "sec")
     print(_ROW.format(*header))
     for env_id in tasks:
         start = time.perf_counter()
-        mean, std = measure_random_return(env_id, episodes=args.episodes, seed=args.seed)
+        measure = measure_expert_return if args.expert else measure_random_return
+        mean, std = measure(env_id, episodes=args.episodes, seed=args.seed)
         ref = REFERENCES.get(env_id)
-        recorded = f"{ref.random_return:.2f}" if ref else "-"
+        recorded = f"{ref.expert_return if args.expert else ref.random_return:.2f}" if ref else "-"
         expert = f"{ref.expert_return:g}" if ref else "-"
         cell = f"{mean:.2f} ± {std:.2f}"
         elapsed = time.perf_counter() - start

@@ -55,8 +55,9 @@ class Inpaint:
 
     Both broadcast to the sample's shape ``(B, *event_shape)``; masked entries are exact in the result
     (e.g. the start state of a planned trajectory, or a goal). The other entries follow by replacement
-    (the known entries are re-noised to each level, as in Diffuser); without RePaint's resampling this
-    under-weights the exact conditional somewhat (measured in tests/test_generative.py).
+    (the known entries are re-noised to each level, as in SDEdit / RePaint without its resampling loop;
+    Diffuser instead writes the clean values in after every step). Either way the free entries
+    under-weight the exact conditional somewhat (measured in tests/test_generative.py).
     """
 
     mask: torch.Tensor
@@ -207,7 +208,6 @@ class GenerativeModel(nn.Module):
             )
 
     # ---- the sample operator ------------------------------------------------------------------
-    @torch.no_grad()
     def sample(
         self,
         num_samples: int | None = None,
@@ -223,6 +223,7 @@ class GenerativeModel(nn.Module):
         guide_scale: float = 0.0,
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
+        grad: bool = False,
     ) -> torch.Tensor:
         """Draw samples ``(B, *event_shape)``.
 
@@ -239,7 +240,30 @@ class GenerativeModel(nn.Module):
             guide_scale: step size of that gradient, times the variance at the current level.
             generator: a ``torch.Generator`` for reproducible noise.
             callback: ``callback(i, x, x0_hat)`` after each step; returned indices resample the batch.
+            grad: keep the autograd graph through the whole reverse chain, so a loss on the samples
+                trains the network (Diffusion-QL's Q term); by default sampling runs under no_grad.
         """
+        kwargs = dict(solver=solver, steps=steps, guidance_scale=guidance_scale, inpaint=inpaint, eta=eta)
+        kwargs |= dict(temperature=temperature, guide=guide, guide_scale=guide_scale, generator=generator)
+        with torch.set_grad_enabled(grad):
+            return self._sample(num_samples, cond, callback=callback, **kwargs)
+
+    def _sample(
+        self,
+        num_samples: int | None,
+        cond: torch.Tensor | None,
+        *,
+        solver: str | None,
+        steps: int | None,
+        guidance_scale: float,
+        inpaint: Inpaint | None,
+        eta: float,
+        temperature: float,
+        guide: Callable[[torch.Tensor], torch.Tensor] | None,
+        guide_scale: float,
+        generator: torch.Generator | None,
+        callback: Callback | None,
+    ) -> torch.Tensor:
         solver = solver or self.solvers[0]
         self.check_solver(solver)
         steps = int(steps or self.default_steps)

@@ -12,7 +12,8 @@ support all three solvers:
 
 The sampling grid is ``steps`` timesteps evenly spaced from ``T - T/steps`` down to ``0`` (DDIM's
 "leading" spacing), followed by the clean level (abar = 1), so ``steps`` is the number of network
-evaluations.
+evaluations. Epsilon models start below the timesteps whose beta hit the 0.999 clip (there the clean
+prediction is ill-posed), so with ``steps = T`` they take one evaluation fewer.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gendm.core.errors import ConfigError
 from gendm.generative.base import GenerativeModel
 
 PREDICTIONS = ("eps", "x0", "v")
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = ("linear", "cosine", "vp")
 
 
 def linear_alphas_cumprod(num_steps: int) -> torch.Tensor:
@@ -36,6 +37,16 @@ def linear_alphas_cumprod(num_steps: int) -> torch.Tensor:
     scale = 1000.0 / num_steps
     betas = torch.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=torch.float64).clamp(max=0.999)
     return torch.cumprod(1.0 - betas, dim=0)
+
+
+def vp_alphas_cumprod(num_steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> torch.Tensor:
+    """The variance-preserving SDE (Song et al. 2021, beta(t) = beta_min + t (beta_max - beta_min))
+    discretised into ``num_steps`` steps: ``alpha_t = exp(-beta_min / T - (beta_max - beta_min)
+    (2t - 1) / (2 T^2))``, t = 1..T, the schedule of Diffusion-QL and IDQL for their T = 5 chains
+    (``vp_beta_schedule`` in both reference codes; abar_T = exp(-5.05) whatever T)."""
+    t = torch.arange(1, num_steps + 1, dtype=torch.float64)
+    log_alpha = -beta_min / num_steps - 0.5 * (beta_max - beta_min) * (2 * t - 1) / num_steps**2
+    return torch.exp(torch.cumsum(log_alpha, dim=0))
 
 
 def cosine_alphas_cumprod(num_steps: int, s: float = 0.008) -> torch.Tensor:
@@ -53,7 +64,7 @@ class GaussianDiffusion(GenerativeModel):
         net: a denoiser ``net(x, t, cond)`` (t = timestep / T) or a kind for ``make_denoiser``.
         event_shape: the shape of one sample.
         prediction: what the network predicts: ``eps``, ``x0`` or ``v`` (Salimans & Ho 2022).
-        schedule: ``linear`` or ``cosine``.
+        schedule: ``linear``, ``cosine`` or ``vp`` (short chains: Diffusion-QL and IDQL use T = 5).
         num_train_steps: T.
         cond_dim, cond_drop, default_steps, clip_x0, net_kwargs: see ``GenerativeModel``.
     """
@@ -77,8 +88,8 @@ class GaussianDiffusion(GenerativeModel):
             raise ConfigError(f"num_train_steps must be >= 2, got {num_train_steps}.")
         super().__init__(net, event_shape, **kwargs)
         self.objective, self.schedule, self.num_train_steps = prediction, schedule, int(num_train_steps)
-        make = linear_alphas_cumprod if schedule == "linear" else cosine_alphas_cumprod
-        self.register_buffer("alphas_cumprod", make(num_train_steps).float(), persistent=False)
+        make = {"linear": linear_alphas_cumprod, "cosine": cosine_alphas_cumprod, "vp": vp_alphas_cumprod}
+        self.register_buffer("alphas_cumprod", make[schedule](num_train_steps).float(), persistent=False)
 
     # ---- training ----
     def loss(self, x, cond=None, weight=None):
@@ -105,8 +116,20 @@ class GaussianDiffusion(GenerativeModel):
             if steps < self.num_train_steps
             else self.num_train_steps - 1
         )
-        ts = torch.linspace(top, 0, steps).round().long().tolist()
+        ts = torch.linspace(min(top, self._top_level()), 0, steps).round().long().tolist()
         return [*dict.fromkeys(ts), -1]
+
+    def _top_level(self) -> int:
+        """The highest timestep a sampler starts from. An epsilon model skips the top timesteps whose
+        beta hit the cosine schedule's 0.999 clip: there abar drops 1000-fold in one step, so the
+        clean prediction (x - s eps) / sqrt(abar) amplifies the network's error ~30x into the next
+        level (seen as divergence with steps = T)."""
+        if self.objective != "eps":
+            return self.num_train_steps - 1
+        abar = self.alphas_cumprod
+        betas = 1 - abar[1:] / abar[:-1]
+        ok = torch.nonzero(betas < 0.99).flatten()
+        return int(ok[-1]) + 1 if len(ok) else self.num_train_steps - 1
 
     def _abar(self, level: int) -> torch.Tensor:
         return self.alphas_cumprod[level] if level >= 0 else self.alphas_cumprod.new_tensor(1.0)

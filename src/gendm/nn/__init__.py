@@ -1,6 +1,8 @@
 """Network building blocks shared by every method."""
 
 from gendm.nn.ensemble import EnsembleLinear, EnsembleMLP
+from gendm.nn.gaussian import GaussianPolicy
 from gendm.nn.mlp import mlp
+from gendm.nn.normalizer import Normalizer
 
-__all__ = ["EnsembleLinear", "EnsembleMLP", "mlp"]
+__all__ = ["EnsembleLinear", "EnsembleMLP", "GaussianPolicy", "Normalizer", "mlp"]

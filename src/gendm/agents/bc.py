@@ -1,0 +1,90 @@
+"""Behaviour cloning with a Gaussian policy (maximum likelihood; Pomerleau, 1991; Bain & Sammut, 1995).
+
+The policy is ``N(tanh(mu(s)), sigma(s))`` over actions rescaled to [-1, 1], fitted by minimising the
+negative log-likelihood of the dataset's actions; the deterministic action is the mean. One Gaussian
+is one mode: on demonstrations that go around an obstacle on either side, the maximum-likelihood
+mean lies between the two paths, which is the failure generative policies exist to fix
+(``gendm/TwoPathReach-v0``).
+
+d3rlpy's ``BCConfig`` defaults to a deterministic policy with an MSE loss (lr 1e-3, batch 100); its
+``policy_type="stochastic"`` uses the same Gaussian (log std in [-4, 15]) with an MSE loss on a
+sampled action. gendm uses the likelihood, the textbook Gaussian BC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+
+from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
+from gendm.core.config import check
+from gendm.data.replay import Batch
+from gendm.nn import GaussianPolicy
+
+
+@dataclass
+class BCConfig(OfflineConfig):
+    learning_rate: float = 1e-3
+    """Adam learning rate (d3rlpy BCConfig: 1e-3)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the policy (d3rlpy's default encoder: 256, 256)."""
+    state_dependent_std: bool = True
+    """Log std from a second head (True) or one learned value per action dimension (False)."""
+    log_std_min: float = -5.0
+    """Lower bound of the log std (IQL's Gaussian actor: -5)."""
+    log_std_max: float = 2.0
+    """Upper bound of the log std (IQL's Gaussian actor: 2)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.learning_rate > 0, "learning_rate", "must be > 0.")
+        check(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max.")
+
+
+class BC(OfflineAgent):
+    def __init__(
+        self,
+        config: BCConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
+        super().__init__(config, observation_space, action_space, device, total_steps)
+        c = config
+        obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
+        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.policy = GaussianPolicy(
+            obs_dim, act_dim, c.hidden, c.state_dependent_std, c.log_std_min, c.log_std_max
+        )
+        self.policy.to(device)
+        self.opt = self.adam(self.policy.parameters(), lr=c.learning_rate)
+        self.parts |= {"policy": self.policy, "opt": self.opt}
+        self._loss = self.maybe_compile(self._loss)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        action = self.policy.act(self.obs_norm(obs), deterministic)
+        return action.clamp(-1, 1) * self.action_scale + self.action_bias
+
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with self.autocast():
+            actions = (batch.actions - self.action_bias) / self.action_scale
+            log_prob = self.policy.log_prob(self.obs_norm(batch.obs), actions)
+            loss = -log_prob.mean()
+        return loss, {"losses/nll": loss.detach()}
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        loss, metrics = self._loss(batch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.num_updates += 1
+        return metrics
+
+
+register(
+    AlgoSpec("bc", BCConfig, BC, "offline", ("box",), "Behaviour cloning, Gaussian policy (max. likelihood)")
+)

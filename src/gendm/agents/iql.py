@@ -1,0 +1,203 @@
+"""Implicit Q-Learning (Kostrikov, Nair & Levine, 2021, "Offline RL with Implicit Q-Learning").
+
+IQL never queries Q at actions outside the dataset. Three fits per step, on dataset transitions:
+
+    V:  expectile regression  L_V = E[ |tau - 1(u < 0)| u^2 ],  u = min_i Q'_i(s, a) - V(s)   (eq. 5)
+    Q:  L_Q = sum_i E[ (r + gamma (1 - d) V(s') - Q_i(s, a))^2 ]                             (eq. 6)
+    pi: advantage-weighted regression  L_pi = -E[ min(exp(beta (Q'(s, a) - V(s))), w_max)
+                                                  log pi(a | s) ]                              (eq. 7)
+
+with Q' the Polyak-averaged target twins. Defaults are d3rlpy 2.8's ``IQLConfig`` (expectile 0.7,
+weight_temp 3.0, max_weight 100, tau 0.005, lr 3e-4, batch 256, two 256-256 critics, Gaussian actor
+with tanh mean and a state-independent log std in [-5, 2]) plus the actor's cosine learning-rate
+decay of the paper and of d3rlpy's reproduction script (``IQLConfig`` itself has none). The paper's
+locomotion runs also scale rewards by 1000 / (max - min episode return): ``return_scale=1000``.
+
+Speed: the three losses touch disjoint parameters (V's target is the detached target critic, Q's
+target the detached V, the actor's weights are computed without gradient), so they go through one
+backward pass and one fused Adam step. d3rlpy updates the actor after the critic step; here the
+actor's advantage uses V from before this step's update.
+
+``q_value(obs, actions)`` and ``value(obs)`` expose the critic for methods that reuse it (IDQL's
+action selection, V-GPS).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
+from gendm.core.config import check
+from gendm.data.replay import Batch
+from gendm.nn import EnsembleMLP, GaussianPolicy, mlp
+
+
+@dataclass
+class IQLConfig(OfflineConfig):
+    actor_learning_rate: float = 3e-4
+    """Adam learning rate of the actor (paper and d3rlpy IQLConfig: 3e-4)."""
+    critic_learning_rate: float = 3e-4
+    """Adam learning rate of the Q twins and V (paper and d3rlpy IQLConfig: 3e-4)."""
+    actor_lr_schedule: str = "cosine"
+    """Actor learning rate over the run: cosine (decay to 0 over the run's gradient steps, as in the
+    paper and d3rlpy's reproduction script) or constant (d3rlpy IQLConfig's default)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor, critics and value (paper and d3rlpy: 256, 256)."""
+    tau: float = 0.005
+    """Polyak coefficient of the target critics (paper and d3rlpy: 0.005)."""
+    num_critics: int = 2
+    """Q functions in the ensemble; V's target and the advantage use their minimum (2)."""
+    expectile: float = 0.7
+    """Expectile of V's regression onto Q; 0.5 is SARSA, toward 1 a max over dataset actions (0.7
+    for locomotion in the paper; d3rlpy: 0.7)."""
+    temperature: float = 3.0
+    """Inverse temperature beta of the advantage weights exp(beta A) (paper locomotion and d3rlpy
+    weight_temp: 3.0)."""
+    max_weight: float = 100.0
+    """Clip of the advantage weights (paper and d3rlpy max_weight: 100)."""
+    log_std_min: float = -5.0
+    """Lower bound of the actor's state-independent log std (paper and d3rlpy: -5)."""
+    log_std_max: float = 2.0
+    """Upper bound of the actor's state-independent log std (paper and d3rlpy: 2)."""
+    return_scale: float | None = None
+    """If set, rewards are multiplied by return_scale / (max - min episode return of the dataset):
+    1000 in the paper's locomotion runs and d3rlpy's reproduction script (ReturnBasedRewardScaler);
+    None (d3rlpy IQLConfig's default) leaves rewards as they are."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.actor_learning_rate > 0, "actor_learning_rate", "must be > 0.")
+        check(self.critic_learning_rate > 0, "critic_learning_rate", "must be > 0.")
+        check(
+            self.actor_lr_schedule in ("cosine", "constant"),
+            "actor_lr_schedule",
+            f"must be 'cosine' or 'constant', got {self.actor_lr_schedule!r}.",
+        )
+        check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
+        check(self.num_critics >= 1, "num_critics", "must be >= 1.")
+        check(0 < self.expectile < 1, "expectile", f"must be in (0, 1), got {self.expectile}.")
+        check(self.temperature >= 0, "temperature", "must be >= 0.")
+        check(self.max_weight > 0, "max_weight", "must be > 0.")
+        check(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max.")
+        check(self.return_scale is None or self.return_scale > 0, "return_scale", "must be > 0 or None.")
+
+
+class IQL(OfflineAgent):
+    def __init__(
+        self,
+        config: IQLConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
+        super().__init__(config, observation_space, action_space, device, total_steps)
+        c = config
+        obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
+        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.policy = GaussianPolicy(obs_dim, act_dim, c.hidden, False, c.log_std_min, c.log_std_max)
+        self.policy.to(device)
+        self.critic = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
+        self.critic_target = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.value_net = mlp(obs_dim, 1, c.hidden).to(device)
+        critics = [*self.critic.parameters(), *self.value_net.parameters()]
+        groups = [{"params": self.policy.parameters()}, {"params": critics, "lr": c.critic_learning_rate}]
+        self.opt = self.adam(groups, lr=c.actor_learning_rate)  # one fused step for all three losses
+        self.reward_scale = 1.0
+        self.parts |= {
+            "policy": self.policy,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "value": self.value_net,
+            "opt": self.opt,
+        }
+        self._target_pairs = (list(self.critic_target.parameters()), list(self.critic.parameters()))
+        self._losses = self.maybe_compile(self._losses)
+
+    def prepare(self, dataset: Any) -> None:
+        super().prepare(dataset)
+        if self.config.return_scale is not None:
+            returns = np.add.reduceat(dataset.rewards.astype(np.float64), dataset.episode_starts)
+            spread = float(returns.max() - returns.min())
+            self.reward_scale = self.config.return_scale / spread if spread > 0 else 1.0
+
+    # ------------------------------------------------------------------------------ acting, critic
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        action = self.policy.act(self.obs_norm(obs), deterministic)
+        return action.clamp(-1, 1) * self.action_scale + self.action_bias
+
+    @torch.no_grad()
+    def q_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """min_i Q'_i(s, a) of the target twins (what IQL's advantage and IDQL's selection use), for
+        raw observations and actions in the env's units: ``(batch,)``."""
+        a = (actions - self.action_bias) / self.action_scale
+        return self.critic_target(torch.cat([self.obs_norm(obs), a], -1)).squeeze(-1).min(0).values
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s) for raw observations: ``(batch,)``."""
+        return self.value_net(self.obs_norm(obs)).squeeze(-1)
+
+    # -------------------------------------------------------------------------------------- update
+    def _losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        c = self.config
+        with self.autocast():
+            obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)
+            actions = (batch.actions - self.action_bias) / self.action_scale
+            obs_act = torch.cat([obs, actions], -1)
+            with torch.no_grad():
+                q_target = self.critic_target(obs_act).squeeze(-1).min(0).values
+                next_v = self.value_net(next_obs).squeeze(-1)
+                target = batch.rewards * self.reward_scale + (1 - batch.terminations) * c.gamma * next_v
+            q = self.critic(obs_act).squeeze(-1)
+            q_loss = (q - target).pow(2).mean(-1).sum()
+            v = self.value_net(obs).squeeze(-1)
+            u = q_target - v
+            v_loss = ((c.expectile - (u < 0).float()).abs() * u.pow(2)).mean()
+            weight = torch.exp(c.temperature * u.detach()).clamp(max=c.max_weight)
+            actor_loss = -(weight * self.policy.log_prob(obs, actions)).mean()
+        metrics = {
+            "losses/q": q_loss.detach(),
+            "losses/v": v_loss.detach(),
+            "losses/actor": actor_loss.detach(),
+            "losses/q_mean": q.detach().mean(),
+            "charts/adv_weight_mean": weight.mean(),
+        }
+        return q_loss + v_loss + actor_loss, metrics
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        c = self.config
+        if c.actor_lr_schedule == "cosine":
+            horizon = max(self.total_steps or 1_000_000, 1)
+            progress = min(self.num_updates, horizon) / horizon
+            self.opt.param_groups[0]["lr"] = c.actor_learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+        loss, metrics = self._losses(batch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        torch._foreach_lerp_(self._target_pairs[0], self._target_pairs[1], c.tau)
+        self.num_updates += 1
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return super().state_dict() | {"reward_scale": self.reward_scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.reward_scale = float(state["reward_scale"])
+
+
+register(
+    AlgoSpec(
+        "iql", IQLConfig, IQL, "offline", ("box",), "Implicit Q-Learning: expectile value, weighted actor"
+    )
+)

@@ -1,0 +1,651 @@
+"""Offline datasets: flat transitions in episode order, stored on disk in Minari's format.
+
+``OfflineDataset`` is the in-memory contract every offline method reads: numpy arrays, one row per
+transition, episodes back to back (``episode_ends`` are exclusive end indices), terminations and
+truncations kept apart, and the metadata (environment id, provenance, reference min/max scores).
+
+On disk a dataset is a Minari dataset, so ``minari.load_dataset(id)`` reads what gendm writes::
+
+    ROOT/<namespace>/<name>-vN/data/main_data.hdf5   episode_0 .. episode_{E-1}, each holding
+                                                     observations (T+1 rows), actions, rewards,
+                                                     terminations, truncations (T rows)
+    ROOT/<namespace>/<name>-vN/data/metadata.json    Minari's bookkeeping + ``ds.metadata``
+
+``ROOT`` is Minari's own (``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``) unless ``root=`` is
+given. ``save_dataset`` writes into a hidden temporary directory and renames it into place, so a crash
+never leaves half a dataset; ``load_dataset`` reads the HDF5 file with h5py straight into
+preallocated arrays (1M transitions in about a second, see BENCHMARKS.md) and validates them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from gendm.core.errors import ConfigError, DataError, unknown_name
+
+DATA_DIR, MAIN_FILE, METADATA_FILE = "data", "main_data.hdf5", "metadata.json"
+NAMESPACE_FILE = "namespace_metadata.json"
+# Minari's id grammar: (namespace/)name-vN, the namespace may itself contain slashes.
+DATASET_ID_RE = re.compile(r"^(?:[-_\w][-_\w/]*[-_\w]+/)?[-_\w]+?-v\d+$")
+# metadata.json keys that describe the stored arrays; save_dataset always recomputes them.
+_BOOKKEEPING = (
+    "dataset_id",
+    "total_episodes",
+    "total_steps",
+    "data_format",
+    "jpeg_encoding",
+    "observation_space",
+    "action_space",
+    "env_spec",
+    "minari_version",
+    "dataset_size",
+)
+_LIST_HINT = "List local datasets with `gendm data list`; create one with `gendm data collect`."
+
+
+@dataclass
+class OfflineDataset:
+    observations: np.ndarray
+    """(N, *obs_shape) float32 — the observation each transition starts from (integer observation
+    spaces, e.g. Discrete, keep their integer dtype)."""
+    actions: np.ndarray
+    """(N, *action_shape) — float32 for Box actions, int64 for Discrete."""
+    rewards: np.ndarray
+    """(N,) float32."""
+    next_observations: np.ndarray
+    """(N, *obs_shape) float32 — the observation after the action (the final one at an episode end)."""
+    terminations: np.ndarray
+    """(N,) bool — the episode ended in a terminal state (no bootstrap)."""
+    truncations: np.ndarray
+    """(N,) bool — the episode was cut (time limit); bootstrap from next_observations."""
+    episode_ends: np.ndarray
+    """(E,) int64 — exclusive end index of each episode; episode i is rows [ends[i-1], ends[i])."""
+    env_id: str
+    """The Gymnasium id the data was collected on."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Dataset id, provenance (policy, noise, seed, gendm version), ref_min_score, ref_max_score, ..."""
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    @property
+    def episode_starts(self) -> np.ndarray:
+        return np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(self.episode_ends, prepend=0).astype(np.int64)
+
+    def episode_ids(self) -> np.ndarray:
+        """(N,) int64: the episode each row belongs to."""
+        return np.repeat(np.arange(self.num_episodes), self.episode_lengths)
+
+    def episode_returns(self) -> np.ndarray:
+        """(E,) float64 undiscounted return of each episode."""
+        if len(self) == 0:
+            return np.zeros(0)
+        return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
+
+    @property
+    def observation_space(self) -> gym.Space:
+        """The stored observation space (metadata), else the registered environment's."""
+        return self.spaces()[0]
+
+    @property
+    def action_space(self) -> gym.Space:
+        """The stored action space (metadata), else the registered environment's."""
+        return self.spaces()[1]
+
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
+        """(observation_space, action_space): from the metadata (a loaded dataset), else from the
+        registered environment ``env_id``."""
+        from minari.serialization import deserialize_space
+
+        stored = [self.metadata.get(k) for k in ("observation_space", "action_space")]
+        if all(isinstance(v, str) for v in stored):
+            return deserialize_space(stored[0]), deserialize_space(stored[1])
+        from gendm.envs import check_env_id
+
+        check_env_id(self.env_id)
+        env = gym.make(self.env_id)
+        try:
+            return env.observation_space, env.action_space
+        finally:
+            env.close()
+
+    def select_episodes(self, indices: Sequence[int] | np.ndarray) -> OfflineDataset:
+        """A new dataset holding episodes ``indices`` (in that order); metadata is copied."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts, ends = self.episode_starts[indices], self.episode_ends[indices]
+        rows = (
+            np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+            if len(indices)
+            else np.zeros(0, np.int64)
+        )
+        return OfflineDataset(
+            self.observations[rows],
+            self.actions[rows],
+            self.rewards[rows],
+            self.next_observations[rows],
+            self.terminations[rows],
+            self.truncations[rows],
+            np.cumsum(ends - starts).astype(np.int64),
+            self.env_id,
+            dict(self.metadata),
+        )
+
+    @staticmethod
+    def concatenate(
+        datasets: Sequence[OfflineDataset], metadata: dict[str, Any] | None = None
+    ) -> OfflineDataset:
+        """Episodes of ``datasets`` back to back (e.g. medium-expert = medium + expert)."""
+        if not datasets:
+            raise DataError("OfflineDataset.concatenate needs at least one dataset.")
+        env_ids = sorted({d.env_id for d in datasets})
+        if len(env_ids) > 1:
+            raise DataError(f"Cannot concatenate datasets of different environments: {', '.join(env_ids)}.")
+        offsets = np.cumsum([0] + [len(d) for d in datasets[:-1]])
+        cat = np.concatenate
+        return OfflineDataset(
+            cat([d.observations for d in datasets]),
+            cat([d.actions for d in datasets]),
+            cat([d.rewards for d in datasets]),
+            cat([d.next_observations for d in datasets]),
+            cat([d.terminations for d in datasets]),
+            cat([d.truncations for d in datasets]),
+            cat([d.episode_ends + o for d, o in zip(datasets, offsets)]).astype(np.int64),
+            env_ids[0],
+            dict(metadata if metadata is not None else datasets[0].metadata),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Size, episode return and length statistics, and per-dimension observation/action statistics
+        (float64 numpy arrays under ``observations`` and ``actions``)."""
+        returns, lengths = self.episode_returns(), self.episode_lengths
+
+        def summary(x: np.ndarray) -> dict[str, float]:
+            return {
+                "mean": float(x.mean()),
+                "std": float(x.std()),
+                "min": float(x.min()),
+                "max": float(x.max()),
+            }
+
+        def per_dim(x: np.ndarray) -> dict[str, np.ndarray]:
+            x = x.reshape(len(x), -1)
+            return {
+                "mean": x.mean(0, dtype=np.float64),
+                "std": x.std(0, dtype=np.float64),
+                "min": x.min(0).astype(np.float64),
+                "max": x.max(0).astype(np.float64),
+            }
+
+        return {
+            "transitions": len(self),
+            "episodes": self.num_episodes,
+            "terminations": int(self.terminations.sum()),
+            "truncations": int(self.truncations.sum()),
+            "return": summary(returns),
+            "length": summary(lengths),
+            "observations": per_dim(self.observations),
+            "actions": per_dim(self.actions),
+        }
+
+
+# ------------------------------------------------------------------------------------ validation
+def _where(ds: OfflineDataset, row: int) -> str:
+    ends = np.asarray(ds.episode_ends)
+    ep = int(np.searchsorted(ends, row, side="right"))
+    start = int(ends[ep - 1]) if ep > 0 else 0
+    return f"row {row} (episode {ep}, step {row - start})"
+
+
+def validate(
+    ds: OfflineDataset, observation_space: gym.Space | None = None, action_space: gym.Space | None = None
+) -> None:
+    """Raise DataError naming the field, episode and row of the first problem found: inconsistent
+    lengths, bad ``episode_ends``, empty episodes, dtypes or shapes that do not fit the spaces,
+    NaN/Inf, or episode end flags (terminations/truncations) in the wrong place."""
+    n = len(ds.rewards)
+    if n == 0:
+        raise DataError("The dataset has no transitions: collect some first (gendm data collect).")
+    fields = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
+    for name in fields:
+        if len(getattr(ds, name)) != n:
+            raise DataError(
+                f"Field {name!r} has {len(getattr(ds, name))} rows but rewards has {n}: every "
+                "per-transition field needs exactly one row per transition."
+            )
+    for name in ("rewards", "terminations", "truncations"):
+        if getattr(ds, name).ndim != 1:
+            raise DataError(f"Field {name!r} must be 1-D (N,), got shape {getattr(ds, name).shape}.")
+    _check_episode_ends(ds.episode_ends, n)
+    if ds.observations.shape != ds.next_observations.shape:
+        raise DataError(
+            f"observations have shape {ds.observations.shape} but next_observations "
+            f"{ds.next_observations.shape}: both need one row per transition of the same shape."
+        )
+    for name in ("terminations", "truncations"):
+        if getattr(ds, name).dtype != np.bool_:
+            raise DataError(
+                f"Field {name!r} has dtype {getattr(ds, name).dtype}, expected bool: convert it with "
+                ".astype(bool)."
+            )
+    if not np.issubdtype(ds.rewards.dtype, np.floating):
+        raise DataError(f"Field 'rewards' has dtype {ds.rewards.dtype}, expected a float dtype (float32).")
+    if observation_space is not None:
+        _check_space(ds.observations, observation_space, "observations")
+        _check_space(ds.next_observations, observation_space, "next_observations")
+    if action_space is not None:
+        _check_space(ds.actions, action_space, "actions")
+    for name in ("observations", "next_observations", "actions", "rewards"):
+        x = getattr(ds, name)
+        if np.issubdtype(x.dtype, np.floating):
+            bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1)
+            if bad.any():
+                row = int(np.argmax(bad))
+                kind = "NaN" if np.isnan(x[row]).any() else "Inf"
+                raise DataError(
+                    f"Field {name!r} holds {kind} at {_where(ds, row)} ({int(bad.sum())} bad rows in all): "
+                    "fix the data, or drop those episodes with ds.select_episodes(...)."
+                )
+    _check_end_flags(ds)
+
+
+def _check_episode_ends(ends: np.ndarray, n: int) -> None:
+    ends = np.asarray(ends)
+    if ends.ndim != 1 or len(ends) == 0 or not np.issubdtype(ends.dtype, np.integer):
+        raise DataError(f"episode_ends must be a non-empty 1-D int64 array, got {ends.dtype} {ends.shape}.")
+    lengths = np.diff(ends, prepend=0)
+    if (lengths <= 0).any():
+        ep = int(np.argmax(lengths <= 0))
+        raise DataError(
+            f"Episode {ep} is empty or reversed (episode_ends[{ep}] = {int(ends[ep])}, previous end "
+            f"{int(ends[ep - 1]) if ep else 0}): episode_ends must strictly increase; drop empty episodes."
+        )
+    if ends[-1] != n:
+        raise DataError(
+            f"episode_ends[-1] = {int(ends[-1])} but the dataset has {n} transitions: the last episode must "
+            "end at the last row."
+        )
+
+
+def _check_space(x: np.ndarray, space: gym.Space, name: str) -> None:
+    if isinstance(space, gym.spaces.Discrete):
+        if x.ndim != 1 or not np.issubdtype(x.dtype, np.integer):
+            raise DataError(
+                f"Field {name!r} has dtype {x.dtype} and shape {x.shape[1:]} per row, but the space {space} "
+                "needs one integer per row: store indices as int64 of shape (N,)."
+            )
+        lo, hi = int(space.start), int(space.start + space.n)
+        bad = (x < lo) | (x >= hi)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(f"Field {name!r} holds {x[row]} at row {row}, outside {space} ([{lo}, {hi})).")
+    elif isinstance(space, gym.spaces.Box):
+        if tuple(x.shape[1:]) != tuple(space.shape):
+            raise DataError(
+                f"Field {name!r} has per-row shape {tuple(x.shape[1:])}, but the space {space} has shape "
+                f"{space.shape}: the data was collected on a different environment or version."
+            )
+        if np.issubdtype(space.dtype, np.floating) != np.issubdtype(x.dtype, np.floating):
+            raise DataError(
+                f"Field {name!r} has dtype {x.dtype}, but the space {space} holds {space.dtype}: convert "
+                f"with .astype(np.{'float32' if np.issubdtype(space.dtype, np.floating) else space.dtype})."
+            )
+    else:
+        raise DataError(
+            f"gendm datasets support Box and Discrete spaces; {name} use {type(space).__name__}. "
+            "Flatten the space (gymnasium.wrappers.FlattenObservation) before collecting."
+        )
+
+
+def _check_end_flags(ds: OfflineDataset) -> None:
+    ended = ds.terminations | ds.truncations
+    last = ds.episode_ends - 1
+    interior = ended.copy()
+    interior[last] = False
+    if interior.any():
+        row = int(np.argmax(interior))
+        flag = "terminations" if ds.terminations[row] else "truncations"
+        raise DataError(
+            f"Field {flag!r} is set at {_where(ds, row)}, which is not its episode's last step: split the "
+            "episode there (episode_ends) or clear the flag."
+        )
+    open_ends = ~ended[last]
+    if open_ends.any():
+        ep = int(np.argmax(open_ends))
+        raise DataError(
+            f"Episode {ep} (rows {int(ds.episode_starts[ep])}..{int(last[ep])}) ends with neither a "
+            "termination nor a truncation: mark its last step truncated (time limit or cut) or terminated."
+        )
+
+
+# ----------------------------------------------------------------------------------------- paths
+def dataset_root(root: str | Path | None = None) -> Path:
+    """``root``, else Minari's: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(env) if env else Path.home() / ".minari" / "datasets"
+
+
+def check_dataset_id(dataset_id: str) -> None:
+    if not DATASET_ID_RE.match(dataset_id):
+        raise ConfigError(
+            f"Dataset id {dataset_id!r} is not of Minari's form namespace/name-vN "
+            "(e.g. gendm/hopper/medium-v0)."
+        )
+
+
+def list_datasets(root: str | Path | None = None) -> list[str]:
+    """Ids of the datasets under ``root`` (directories holding ``data/metadata.json``)."""
+    base = dataset_root(root)
+    if not base.is_dir():
+        return []
+    ids = []
+    for meta in base.rglob(f"{DATA_DIR}/{METADATA_FILE}"):
+        rel = meta.parent.parent.relative_to(base)
+        if rel.parts and not any(p.startswith(".") for p in rel.parts):
+            ids.append(rel.as_posix())
+    return sorted(ids)
+
+
+def resolve_dataset(name_or_path: str | Path, root: str | Path | None = None) -> Path:
+    """The ``data`` directory of a dataset given by id (under ``root``) or by path."""
+    path = Path(name_or_path)
+    for candidate in (path / DATA_DIR, path):
+        if (candidate / METADATA_FILE).is_file():
+            return candidate
+    name = str(name_or_path)
+    candidate = dataset_root(root) / name / DATA_DIR
+    if (candidate / METADATA_FILE).is_file():
+        return candidate
+    raise unknown_name("dataset", name, list_datasets(root), f"Looked in {dataset_root(root)}. {_LIST_HINT}")
+
+
+# ------------------------------------------------------------------------------------------ save
+def save_dataset(
+    ds: OfflineDataset,
+    dataset_id: str,
+    root: str | Path | None = None,
+    overwrite: bool = False,
+    observation_space: gym.Space | None = None,
+    action_space: gym.Space | None = None,
+) -> Path:
+    """Write ``ds`` as Minari dataset ``dataset_id`` under ``root``; return its directory.
+
+    The spaces default to those stored in ``ds.metadata``, else the registered environment's.
+    ``ds.metadata`` goes into ``metadata.json`` (JSON values only); ``ref_min_score`` and
+    ``ref_max_score`` default to ``gendm.envs.references`` when the task has references.
+    """
+    import h5py
+    import minari
+    from minari.serialization import serialize_space
+
+    import gendm
+    from gendm.envs.references import reference
+
+    check_dataset_id(dataset_id)
+    final = dataset_root(root) / dataset_id
+    if final.exists() and not overwrite:
+        raise DataError(
+            f"Dataset {dataset_id!r} already exists at {final}: pass overwrite=True (--overwrite) or bump "
+            "the version (-v1)."
+        )
+    if observation_space is None or action_space is None:
+        stored = ds.spaces()
+        observation_space, action_space = observation_space or stored[0], action_space or stored[1]
+    validate(ds, observation_space, action_space)
+    _check_contiguous(ds)
+    meta = {k: v for k, v in ds.metadata.items() if k not in _BOOKKEEPING and k != "path"}
+    ref = reference(ds.env_id)
+    if ref is not None:
+        meta.setdefault("ref_min_score", ref.random_return)
+        meta.setdefault("ref_max_score", ref.expert_return)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    meta.setdefault("gendm_version", gendm.__version__)
+    meta |= {
+        "dataset_id": dataset_id,
+        "env_id": ds.env_id,
+        "total_episodes": ds.num_episodes,
+        "total_steps": len(ds),
+        "data_format": "hdf5",
+        "jpeg_encoding": False,
+        "observation_space": serialize_space(observation_space),
+        "action_space": serialize_space(action_space),
+        "minari_version": minari.__version__,
+    }
+    spec = gym.spec(ds.env_id) if ds.env_id in gym.registry else None
+    if spec is not None:
+        # A callable entry point or kwargs JSON cannot hold: minari treats env_spec as optional.
+        with contextlib.suppress(TypeError, ValueError):
+            meta["env_spec"] = spec.to_json()
+    try:
+        json.dumps(meta)
+    except TypeError as e:
+        raise DataError(f"ds.metadata must hold JSON values only to be saved: {e}.") from e
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _write_namespace_files(dataset_root(root), dataset_id)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        (tmp / DATA_DIR).mkdir(parents=True)
+        with h5py.File(tmp / DATA_DIR / MAIN_FILE, "w", track_order=True) as f:
+            _write_episodes(f, ds)
+        with open(tmp / DATA_DIR / MAIN_FILE, "rb+") as f:
+            os.fsync(f.fileno())  # on disk before the rename publishes it
+        meta["dataset_size"] = round((tmp / DATA_DIR / MAIN_FILE).stat().st_size / 1e6, 1)  # MB, as Minari
+        with open(tmp / DATA_DIR / METADATA_FILE, "w") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _swap_in(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_episodes(f: Any, ds: OfflineDataset) -> None:
+    for i, (s, e) in enumerate(zip(ds.episode_starts.tolist(), ds.episode_ends.tolist())):
+        g = f.create_group(f"episode_{i}")
+        g.attrs["id"] = i
+        g.attrs["total_steps"] = e - s
+        g.create_dataset(
+            "observations", data=np.concatenate([ds.observations[s:e], ds.next_observations[e - 1 : e]])
+        )
+        g.create_dataset("actions", data=ds.actions[s:e])
+        g.create_dataset("rewards", data=ds.rewards[s:e])
+        g.create_dataset("terminations", data=ds.terminations[s:e])
+        g.create_dataset("truncations", data=ds.truncations[s:e])
+
+
+def _check_contiguous(ds: OfflineDataset) -> None:
+    """Minari stores T+1 observations per episode, so within an episode next_obs[t] must be obs[t+1]."""
+    n = len(ds)
+    differs = ~(ds.next_observations[:-1] == ds.observations[1:]).reshape(n - 1, -1).all(axis=1)
+    differs[ds.episode_ends[:-1] - 1] = False  # across an episode boundary they may differ
+    if differs.any():
+        row = int(np.argmax(differs))
+        raise DataError(
+            f"next_observations at {_where(ds, row)} differs from the next row's observation: Minari's "
+            "format stores episodes as contiguous observation sequences. Split the episode there "
+            "(episode_ends) or fix the transition order."
+        )
+
+
+def _write_namespace_files(root: Path, dataset_id: str) -> None:
+    """Minari marks each namespace level with a namespace_metadata.json (its namespace API reads them)."""
+    parts = dataset_id.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        path = root.joinpath(*parts[:i]) / NAMESPACE_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}")
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` onto ``final``. An existing ``final`` is first renamed to a hidden
+    ``.NAME.old-*`` directory and deleted after the swap, so a crash never leaves a mix of old and new
+    files (between the two renames, the old dataset is whole in that hidden directory)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ load
+def read_metadata(name_or_path: str | Path, root: str | Path | None = None) -> dict[str, Any]:
+    """The ``metadata.json`` of a local dataset, without reading its arrays."""
+    path = resolve_dataset(name_or_path, root) / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise DataError(
+            f"{path} is not readable JSON ({e}): the dataset is corrupt. Delete its directory and create it "
+            "again (gendm data collect), or download it again."
+        ) from e
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} does not hold a JSON object: it is not a Minari metadata file.")
+    return meta
+
+
+def load_dataset(name_or_path: str | Path, root: str | Path | None = None) -> OfflineDataset:
+    """Read a local Minari dataset (any writer: gendm or minari itself) by id or by path, validated."""
+    import h5py
+    from minari.serialization import deserialize_space
+
+    data_dir = resolve_dataset(name_or_path, root)
+    meta = read_metadata(data_dir)
+    if meta.get("data_format", "hdf5") != "hdf5":
+        raise DataError(
+            f"{data_dir} is stored in Minari's {meta['data_format']!r} format; gendm reads 'hdf5'. Re-create "
+            "it with data_format='hdf5', or convert it with minari."
+        )
+    try:
+        obs_space = deserialize_space(meta["observation_space"])
+        act_space = deserialize_space(meta["action_space"])
+    except (KeyError, ValueError, TypeError, NotImplementedError) as e:
+        raise DataError(f"{data_dir / METADATA_FILE} lacks a readable observation/action space: {e}.") from e
+    for name, space in (("observations", obs_space), ("actions", act_space)):
+        if not isinstance(space, gym.spaces.Box | gym.spaces.Discrete):
+            raise DataError(
+                f"{data_dir} stores {name} in a {type(space).__name__} space; gendm reads Box and Discrete "
+                "spaces only. Load it with minari.load_dataset and flatten the data."
+            )
+    if meta.get("jpeg_encoding", True) and _is_image(obs_space):
+        raise DataError(f"{data_dir} stores JPEG-encoded images; gendm reads raw arrays only.")
+    path = data_dir / MAIN_FILE
+    try:
+        with h5py.File(path, "r") as f:
+            arrays = _read_episodes(f, int(meta.get("total_episodes", -1)), obs_space, act_space, path)
+    except DataError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(
+            f"Could not read {path}: {e}. The file is truncated or corrupt: delete the dataset directory "
+            f"{data_dir.parent} and create it again (or download it again)."
+        ) from e
+    if "total_steps" in meta and int(meta["total_steps"]) != len(arrays["rewards"]):
+        raise DataError(
+            f"{data_dir / METADATA_FILE} lists {meta['total_steps']} steps but {path} holds "
+            f"{len(arrays['rewards'])}: the dataset is inconsistent; create it again."
+        )
+    env_id = meta.get("env_id") or _env_id_from_spec(meta.get("env_spec")) or ""
+    ds = OfflineDataset(env_id=env_id, metadata=meta | {"path": str(data_dir.parent)}, **arrays)
+    validate(ds, obs_space, act_space)
+    return ds
+
+
+def _read_episodes(f: Any, total: int, obs_space: gym.Space, act_space: gym.Space, path: Path) -> dict:
+    names = [k for k in f if k.startswith("episode_")]
+    count = total if total >= 0 else len(names)
+    missing = [f"episode_{i}" for i in range(count) if f"episode_{i}" not in f]
+    if missing:
+        raise DataError(
+            f"{path} lacks {missing[0]} (metadata lists {count} episodes): the file is incomplete; create or "
+            "download the dataset again."
+        )
+    groups = [f[f"episode_{i}"] for i in range(count)]
+    lengths = np.array([g["rewards"].shape[0] for g in groups], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    n = int(ends[-1]) if count else 0
+    obs_dtype = np.float32 if _floating(obs_space) else np.int64 if _discrete(obs_space) else obs_space.dtype
+    act_dtype = np.int64 if _discrete(act_space) else np.float32
+    obs = np.empty((n, *obs_space.shape), obs_dtype)
+    next_obs = np.empty_like(obs)
+    out = {
+        "actions": np.empty((n, *act_space.shape), act_dtype),
+        "rewards": np.empty(n, np.float32),
+        "terminations": np.empty(n, bool),
+        "truncations": np.empty(n, bool),
+    }
+    start = 0
+    for i, (g, end) in enumerate(zip(groups, ends.tolist())):
+        o = g["observations"][()]
+        if len(o) != end - start + 1:
+            raise DataError(
+                f"{path}: episode_{i} has {len(o)} observations for {end - start} steps; Minari stores T+1 "
+                "observations per episode. The file is corrupt; create the dataset again."
+            )
+        obs[start:end], next_obs[start:end] = o[:-1], o[1:]
+        for key, arr in out.items():
+            arr[start:end] = g[key][()].reshape(arr[start:end].shape)
+        start = end
+    return {"observations": obs, "next_observations": next_obs, "episode_ends": ends} | out
+
+
+def _floating(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)
+
+
+def _discrete(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Discrete)
+
+
+def _is_image(space: gym.Space) -> bool:
+    from minari.dataset.minari_storage import is_image_space
+
+    return is_image_space(space)
+
+
+def _env_id_from_spec(env_spec: str | None) -> str | None:
+    if not env_spec:
+        return None
+    try:
+        return json.loads(env_spec).get("id")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
+__all__ = [
+    "OfflineDataset",
+    "check_dataset_id",
+    "dataset_root",
+    "list_datasets",
+    "load_dataset",
+    "read_metadata",
+    "resolve_dataset",
+    "save_dataset",
+    "validate",
+]

@@ -1,0 +1,361 @@
+"""What the online and offline training loops share: settings, the evaluation protocol, metrics,
+checkpoints with an identity check, resume, the stop on divergence, interrupts and ``summary.json``.
+
+Protocol (fixed here, before any number is produced): evaluate at step 0 and every ``eval_every``
+steps, and once more at the end, with ``eval_episodes`` deterministic episodes on a separate
+environment reset with the same seed each time; the reported ``final_return`` is the mean return of
+the **last** evaluation (the last checkpoint), never the best. A checkpoint is written after every
+evaluation; a rerun with the same ``out_dir`` resumes from it. Steps are env steps for the online
+loop and gradient steps for the offline loop (``Trainer.step_unit``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import resource
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import gendm
+from gendm.agents.base import Agent, AlgoSpec
+from gendm.core.atomic import atomic_write_json
+from gendm.core.checkpoint import find_checkpoint_dir, load_checkpoint, save_checkpoint_dir
+from gendm.core.config import to_dict
+from gendm.core.errors import CheckpointError, ConfigError, TrainingDivergedError
+from gendm.train.evaluate import evaluate_episodes
+from gendm.train.logger import MetricLogger
+
+EVAL_SEED_OFFSET = 10_000
+
+
+@dataclass
+class TrainSettings:
+    """Everything about a run that is not the algorithm's own config."""
+
+    algo: str
+    env_id: str | None = None
+    """Gymnasium id; offline runs may leave it out (the dataset's env is used)."""
+    steps: int = 100_000
+    """Env steps (online algorithms) or gradient steps (offline algorithms)."""
+    seed: int = 0
+    device: str = "cpu"
+    out_dir: Path = Path("runs/train")
+    overrides: dict[str, Any] = field(default_factory=dict)
+    eval_every: int = 5_000
+    eval_episodes: int = 10
+    log_every: int = 1_000
+    resume: bool = True
+    progress: bool = True
+    tensorboard: bool = True
+    threads: int | None = None
+    dataset: str | None = None
+    """Offline algorithms: dataset name or path (see ``gendm.data.dataset.load_dataset``)."""
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        for name in ("steps", "eval_every", "eval_episodes", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+
+
+class Trainer:
+    """Base of ``OnlineTrainer`` and ``OfflineTrainer``. A subclass builds ``s``, ``spec``, ``config``,
+    ``device``, ``agent``, ``eval_env`` and ``env_id``, calls ``_init_loop()``, and implements
+    ``_loop()`` (train until ``settings.steps``, calling ``_after_step()`` after each step); the
+    ``_extra_*`` hooks add what only it has to checkpoints, identity and summary."""
+
+    step_unit = "env_steps"
+    """The counter that ``steps``, ``eval_every`` and ``log_every`` refer to."""
+    step_name = "env step"
+
+    s: TrainSettings
+    spec: AlgoSpec
+    config: Any
+    device: torch.device
+    agent: Agent
+    eval_env: gym.vector.VectorEnv
+    env_id: str
+
+    def _init_loop(self) -> None:
+        self.env_steps = self.grad_steps = 0
+        self.curve: list[dict[str, Any]] = []
+        self.elapsed_before = 0.0  # wall-clock of earlier sessions of this run (resume)
+        self.eval_s = 0.0
+        self.pending: list[dict[str, torch.Tensor]] = []
+        self.episodes: list[float] = []
+        self.next_log = self.s.log_every
+        self.ckpt_dir = self.s.out_dir / "checkpoint"
+
+    @property
+    def progress(self) -> int:
+        return getattr(self, self.step_unit)
+
+    def _describe(self) -> str:
+        return f"{self.s.algo} {self.env_id} seed {self.s.seed}"
+
+    # ----------------------------------------------------------------------------------- the run
+    def run(self) -> dict[str, Any]:
+        s = self.s
+        s.out_dir.mkdir(parents=True, exist_ok=True)
+        resumed = s.resume and self._try_resume()
+        self.logger = MetricLogger(s.out_dir, s.tensorboard, step_key=self.step_unit)
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(
+            total=s.steps,
+            initial=min(self.progress, s.steps),
+            unit="step",
+            disable=not s.progress,
+            desc=self._describe(),
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        if resumed:
+            self.bar.write(f"Resumed {s.out_dir} at {self.step_name} {self.progress}.")
+        status, error = "ok", None
+        try:
+            if not self.curve:
+                self._evaluate_and_checkpoint()
+            if self.progress < s.steps:
+                self._loop()
+            if self.curve[-1][self.step_unit] != self.progress:
+                self._evaluate_and_checkpoint()
+        except TrainingDivergedError as e:
+            status, error = "failed", str(e)
+            raise
+        except KeyboardInterrupt:
+            status, error = "interrupted", "interrupted by the user; rerun the same command to resume"
+            if self.curve and self.agent.parameters_finite():
+                self._save()  # keep the work since the last evaluation
+            raise
+        finally:
+            self.bar.close()
+            self.logger.close()
+            summary = self._summary(status, error)
+            if status != "interrupted":
+                atomic_write_json(s.out_dir / "summary.json", summary)
+        return summary
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def _after_step(self) -> None:
+        """Log and evaluate on the fixed cadence (in ``step_unit``)."""
+        if self.progress >= self.next_log:
+            self._log()
+            self.next_log += self.s.log_every
+        if self.progress >= self.curve[-1][self.step_unit] + self.s.eval_every:
+            self._evaluate_and_checkpoint()
+
+    def _log(self) -> None:
+        """Turn the pending metric tensors into floats (one host sync per interval); stop on NaN/Inf."""
+        row: dict[str, float] = {}
+        keys = list(dict.fromkeys(k for m in self.pending for k in m))
+        if keys:  # an agent may return no metrics from some updates
+            means = torch.stack(
+                [torch.stack([m[k].float() for m in self.pending if k in m]).mean() for k in keys]
+            )
+            row = dict(zip(keys, means.tolist()))
+            bad = [k for k, v in row.items() if not np.isfinite(v)]
+            if bad:
+                self._diverged(f"{', '.join(bad)} became non-finite")
+        self.pending.clear()
+        if self.episodes:
+            row["charts/episodic_return"] = float(np.mean(self.episodes))
+            self.episodes.clear()
+        seconds = max(self._train_seconds(), 1e-9)
+        row[f"charts/{self.step_unit}_per_s"] = self.progress / seconds
+        row["charts/grad_steps"] = self.grad_steps
+        self.logger.log(self.progress, row)
+
+    def _diverged(self, what: str) -> None:
+        last = find_checkpoint_dir(self.ckpt_dir)
+        where = (
+            f"the last good checkpoint ({last}) was kept" if last else "no checkpoint had been written yet"
+        )
+        raise TrainingDivergedError(
+            f"Training diverged at {self.step_name} {self.progress}: {what}; {where}. "
+            "Try a lower learning rate, gradient clipping or reward normalisation."
+        )
+
+    def _train_seconds(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0 - self.eval_s
+
+    def _wall_s(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    # --------------------------------------------------------------------- evaluation, checkpoints
+    def _before_evaluation(self) -> None:
+        """Hook: bring the evaluation env up to date (the online loop copies normaliser statistics)."""
+
+    def _evaluate_and_checkpoint(self) -> None:
+        t = time.perf_counter()
+        if not self.agent.parameters_finite():
+            self._diverged("a parameter became NaN/Inf")
+        self._before_evaluation()
+        result = evaluate_episodes(
+            self.agent, self.eval_env, self.s.eval_episodes, self.s.seed + EVAL_SEED_OFFSET
+        )
+        self.eval_s += time.perf_counter() - t
+        point: dict[str, Any] = {
+            "env_steps": self.env_steps,
+            "return_mean": float(result.returns.mean()),
+            "return_std": float(result.returns.std()),
+            "wall_s": round(self._wall_s(), 3),
+            "grad_steps": self.grad_steps,
+        }
+        logged = {"eval/return_mean": point["return_mean"], "eval/return_std": point["return_std"]}
+        if result.success_rate is not None:
+            point["success_rate"] = logged["eval/success_rate"] = result.success_rate
+        self.curve.append(point)
+        self.logger.log(self.progress, logged)
+        self.bar.set_postfix(eval_return=f"{point['return_mean']:.1f}", refresh=False)
+        t = time.perf_counter()
+        self._save()
+        self.eval_s += time.perf_counter() - t
+
+    def _identity(self) -> dict[str, Any]:
+        """What must match for a checkpoint to be resumed by this run."""
+        return {
+            "algo": self.s.algo,
+            "env_id": self.env_id,
+            "seed": self.s.seed,
+            **self._extra_identity(),
+            "config": to_dict(self.config),
+        }
+
+    def _extra_identity(self) -> dict[str, Any]:
+        return {}
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Hook: checkpoint entries besides the agent and the loop counters."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        """Hook: restore what ``_extra_state`` saved (KeyError/RuntimeError/ValueError = does not fit)."""
+
+    def _save(self) -> None:
+        state = {
+            "agent": self.agent.state_dict(),
+            "loop": {
+                "env_steps": self.env_steps,
+                "grad_steps": self.grad_steps,
+                "curve": self.curve,
+                "wall_s": self._wall_s(),
+                "eval_s": self.eval_s,
+                "torch_rng": torch.get_rng_state(),
+            },
+            **self._extra_state(),
+        }
+        save_checkpoint_dir(self.ckpt_dir, state, self._identity() | {"gendm_version": gendm.__version__})
+
+    def _try_resume(self) -> bool:
+        path = find_checkpoint_dir(self.ckpt_dir)
+        if path is None:
+            return False
+        state, meta = load_checkpoint(path, self.device)
+        mine = self._identity()
+        diff = [k for k in mine if k != "config" and meta.get(k) != mine[k]]
+        diff += [f"config.{k}" for k, v in mine["config"].items() if meta.get("config", {}).get(k) != v]
+        if diff:
+            raise CheckpointError(
+                f"{self.s.out_dir} holds a checkpoint of a different run (differs in: {', '.join(diff)}). "
+                "Use a new --out directory, or --no-resume to overwrite it."
+            )
+        try:
+            self.agent.load_state_dict(state["agent"])
+            self._load_extra_state(state)
+            loop = state["loop"]
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"Checkpoint {path} does not fit this agent: {e}") from e
+        self.env_steps, self.grad_steps = int(loop["env_steps"]), int(loop["grad_steps"])
+        self.agent.env_steps = self.env_steps
+        self.curve = list(loop["curve"])
+        self.elapsed_before, self.eval_s = float(loop["wall_s"]), float(loop["eval_s"])
+        self.next_log = (self.progress // self.s.log_every + 1) * self.s.log_every
+        torch.set_rng_state(loop["torch_rng"].cpu())
+        return True
+
+    # -------------------------------------------------------------------------------- summary
+    def _summary(self, status: str, error: str | None) -> dict[str, Any]:
+        last = self.curve[-1] if self.curve and status == "ok" else None
+        train_s = self._train_seconds()
+        summary = {
+            "algo": self.s.algo,
+            "env_id": self.env_id,
+            "seed": self.s.seed,
+            "status": status,
+            "error": error,
+            "final_return": last["return_mean"] if last else None,
+            "final_return_std": last["return_std"] if last else None,
+            "final_score": self._score(last["return_mean"]) if last else None,
+            "success_rate": last.get("success_rate") if last else None,
+            "env_steps": self.env_steps,
+            "grad_steps": self.grad_steps,
+            "step_unit": self.step_unit,
+            "wall_s": round(self._wall_s(), 3),
+            "train_s": round(train_s, 3),
+            "eval_s": round(self.eval_s, 3),
+            "env_steps_per_s": self.env_steps / train_s if train_s > 0 else None,
+            "grad_steps_per_s": self.grad_steps / train_s if train_s > 0 else None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "curve": self.curve,
+            "eval_protocol": {
+                "eval_every": self.s.eval_every,
+                "every_unit": self.step_unit,
+                "episodes": self.s.eval_episodes,
+                "deterministic": True,
+                "reported": "last checkpoint",
+            },
+            **self._extra_summary(),
+            "config": to_dict(self.config),
+            "settings": {
+                k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self.s).items()
+            },
+            "versions": versions(),
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+        }
+        return summary
+
+    def _score(self, ret: float) -> float | None:
+        """Normalised score of a return: (return - random) / (expert - random), None without references."""
+        from gendm.envs.references import normalised_score
+
+        return normalised_score(self.env_id, ret)
+
+    def _extra_summary(self) -> dict[str, Any]:
+        return {}
+
+
+def versions() -> dict[str, str]:
+    return {
+        "gendm": gendm.__version__,
+        "torch": torch.__version__,
+        "gymnasium": gym.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+    }
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(gendm.__file__).parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
