@@ -59,6 +59,7 @@ def train_policies(a: argparse.Namespace, run: Path) -> tuple[Path, Path]:
             eval_episodes=a.eval_episodes,
             progress=not a.no_progress,
             threads=a.threads,
+            device=a.device,
         )
 
     if not (medium / "meta.json").is_file():
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, OfflineDataset]:
     p.add_argument("--namespace", default="gendm", help="dataset ids are NAMESPACE/<task>/<kind>-v0")
     p.add_argument("--root", type=Path, default=None, help="datasets root (default: Minari's)")
     p.add_argument("--overwrite", action="store_true", help="rewrite datasets that exist")
+    p.add_argument("--device", default="cpu", help="device of SAC training and of the policies' rollouts")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if not 0 < a.medium_steps <= a.expert_steps:
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, OfflineDataset]:
             seed=seed,
             progress=not a.no_progress,
             command=command,
+            device=a.device,
         )
 
     builders = {

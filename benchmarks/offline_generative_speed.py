@@ -23,6 +23,7 @@ from gendm.agents.critics import IQLCritic
 from gendm.data.replay import Batch
 
 OBS, ACT, BATCH = 11, 3, 256
+DEVICE = torch.device("cpu")  # --device sets it
 
 
 def batch(gen: torch.Generator) -> Batch:
@@ -30,16 +31,15 @@ def batch(gen: torch.Generator) -> Batch:
         return torch.randn(*shape, generator=gen)
 
     actions = torch.rand(BATCH, ACT, generator=gen) * 2 - 1
-    return Batch(
-        rand(BATCH, OBS), actions, rand(BATCH), rand(BATCH, OBS), torch.zeros(BATCH), torch.zeros(BATCH)
-    )
+    parts = rand(BATCH, OBS), actions, rand(BATCH), rand(BATCH, OBS), torch.zeros(BATCH), torch.zeros(BATCH)
+    return Batch(*(p.to(DEVICE) for p in parts))
 
 
 class CriticOnly:
     """V-GPS's update without loading a base policy: one IQL critic step (its whole update)."""
 
     def __init__(self) -> None:
-        self.critic = IQLCritic(OBS, ACT)
+        self.critic = IQLCritic(OBS, ACT).to(DEVICE)
         self.opt = torch.optim.Adam(self.critic.trainable(), lr=3e-4, fused=True)
 
     def update(self, b: Batch) -> None:
@@ -56,7 +56,7 @@ def make(algo: str, overrides: dict):
     spec = ALGOS.get(algo)
     obs_space = gym.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
     act_space = gym.spaces.Box(-1, 1, (ACT,), np.float32)
-    return spec.agent_cls(spec.config_cls(**overrides), obs_space, act_space, torch.device("cpu"), 1_000_000)
+    return spec.agent_cls(spec.config_cls(**overrides), obs_space, act_space, DEVICE, 1_000_000)
 
 
 def steps_per_s(agent, seconds: float, gen: torch.Generator) -> float:
@@ -73,7 +73,7 @@ def steps_per_s(agent, seconds: float, gen: torch.Generator) -> float:
 def acts_per_s(agent, seconds: float) -> float | None:
     if not hasattr(agent, "act"):
         return None
-    obs = torch.randn(1, OBS)
+    obs = torch.randn(1, OBS, device=DEVICE)
     agent.act(obs)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -87,10 +87,13 @@ def main() -> None:
     ap.add_argument("--algos", nargs="+", default=["iql", "idql", "diffusion_ql", "vgps"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument(
         "--set", nargs="*", default=[], help="algo:key=value overrides, e.g. diffusion_ql:activation=silu"
     )
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
