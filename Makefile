@@ -18,7 +18,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,ray,bench,lm]"
+	$(BIN)/pip install -q -e ".[dev,ray,bench,lm,text]"
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 demo: export MINARI_DATASETS_PATH := $(abspath $(DATASETS))
