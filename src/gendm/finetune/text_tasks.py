@@ -1,0 +1,134 @@
+"""A text task small enough to fine-tune a language model with RL on a CPU in seconds.
+
+``AdditionTask``: the prompt is ``"add a b ="`` with single digits a, b in 0..max_operand, the answer is
+the sum as one word-level token (``"add 3 4 =" -> "7"``), reward 1 if the completion's first word is
+the sum, else 0. The vocabulary is tiny (``add``, ``=``, the numbers 0..2*max_operand and four special
+tokens), built locally with ``tokenizers``, so nothing is downloaded.
+
+RL fine-tuning needs a policy that sometimes succeeds. ``pretrain_noisy`` trains a tiny GPT-2 by
+supervised learning on *noisy* answers: the true sum with probability ``correct_prob``, otherwise a
+uniformly random number. A model that fitted this data exactly would sample the right answer with
+probability ``correct_prob + (1 - correct_prob) / num_answers`` (0.38 for the defaults); the default
+800 steps leave it short of that -- 0.23-0.34 for model seeds 0-3, while seed 4 stays at chance
+(0.12). Either way the policy knows the format and (mostly) leans toward the truth, which reward
+fine-tuning then sharpens.
+``success_probability`` measures success exactly (no sampling noise): the model's mean probability,
+at temperature 1, of the correct first answer token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+
+
+@dataclass
+class AdditionTask:
+    max_operand: int = 4
+    """Operands are 0..max_operand; answers 0..2*max_operand."""
+
+    @property
+    def answers(self) -> list[str]:
+        return [str(s) for s in range(2 * self.max_operand + 1)]
+
+    def prompts(self) -> list[str]:
+        """Every prompt of the task, ``(max_operand + 1) ** 2`` of them."""
+        r = range(self.max_operand + 1)
+        return [f"add {a} {b} =" for a in r for b in r]
+
+    @staticmethod
+    def answer(prompt: str) -> str:
+        _, a, b, _ = prompt.split()
+        return str(int(a) + int(b))
+
+    def reward(self, prompt: str, completion: str) -> float:
+        """1.0 if the completion's first word is the sum, else 0.0."""
+        words = completion.split()
+        return float(bool(words) and words[0] == self.answer(prompt))
+
+    def build_tokenizer(self) -> Any:
+        """A word-level ``PreTrainedTokenizerFast`` over the task's words (built locally)."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        words = [*SPECIALS, "add", "=", *self.answers]
+        tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+        )
+
+    def build_model(self, tokenizer: Any, n_layer: int = 2, n_embd: int = 32, seed: int = 0) -> Any:
+        """A tiny randomly initialised GPT-2 (no dropout) for this vocabulary."""
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(seed)
+        config = GPT2Config(
+            n_layer=n_layer,
+            n_head=2,
+            n_embd=n_embd,
+            n_positions=16,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        return GPT2LMHeadModel(config)
+
+    def pretrain_noisy(
+        self,
+        model: Any,
+        tokenizer: Any,
+        correct_prob: float = 0.3,
+        steps: int = 800,
+        batch_size: int = 64,
+        lr: float = 3e-3,
+        seed: int = 0,
+    ) -> None:
+        """Supervised learning on ``"add a b = c [EOS]"`` with c correct w.p. ``correct_prob``, else random.
+
+        Only the answer and EOS tokens are in the loss. Fresh noise every batch, so the model fits the
+        noisy answer *distribution* rather than memorising one noisy label per prompt.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        prompt_ids, target = self._encode(tokenizer, self.prompts())
+        answer_ids = torch.tensor(tokenizer.convert_tokens_to_ids(self.answers))
+        eos = torch.full((batch_size, 1), tokenizer.eos_token_id)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        for _ in range(steps):
+            rows = torch.randint(len(prompt_ids), (batch_size,), generator=gen)
+            noise = answer_ids[torch.randint(len(answer_ids), (batch_size,), generator=gen)]
+            correct = torch.rand(batch_size, generator=gen) < correct_prob
+            answer = torch.where(correct, target[rows], noise)
+            ids = torch.cat([prompt_ids[rows], answer[:, None], eos], dim=1)
+            labels = ids.clone()
+            labels[:, : prompt_ids.shape[1]] = -100
+            loss = model(input_ids=ids, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+
+    def _encode(self, tokenizer: Any, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt token ids (all prompts have 4 tokens) and the id of each prompt's answer."""
+        ids = torch.tensor([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts])
+        target = torch.tensor(tokenizer.convert_tokens_to_ids([self.answer(p) for p in prompts]))
+        return ids, target
+
+    @torch.no_grad()
+    def success_probability(self, model: Any, tokenizer: Any, prompts: list[str] | None = None) -> float:
+        """Mean over prompts of p(first completion token = the sum) at temperature 1: the exact success
+        rate of sampling one completion per prompt."""
+        ids, target = self._encode(tokenizer, prompts or self.prompts())
+        logits = model(input_ids=ids.to(model.device)).logits[:, -1].float()
+        probs = torch.softmax(logits, dim=-1).cpu()
+        return float(probs.gather(1, target[:, None]).mean())
