@@ -7,6 +7,8 @@ Registration names string entry points only, so ``import gendm.envs`` works with
   ``gendm/BabyAI-GoToRedBall-Text-v0``: :class:`~gendm.envs.text_minigrid.MiniGridText` on that
   level (keyword arguments: ``invalid_penalty``, ``max_steps``, and the base env's own). Any other
   MiniGrid / BabyAI id works through :func:`~gendm.envs.text_minigrid.make_text_minigrid`.
+- ``gendm/<MiniGrid id with -Captioned inserted>``, e.g. ``gendm/MiniGrid-DoorKey-8x8-Captioned-v0``:
+  :class:`~gendm.envs.captioned.CaptionedMiniGrid` (numeric observation, captions in ``info``).
 - ``gendm/TextWorld-v0``: :class:`~gendm.envs.textworld_env.TextWorldEnv`; pass ``game_file=`` (made
   by :func:`~gendm.envs.textworld_env.make_textworld_game`) and optionally ``max_steps=``.
 """
@@ -33,6 +35,23 @@ MINIGRID_BASE_IDS: tuple[str, ...] = (
 
 TEXTWORLD_ID = "gendm/TextWorld-v0"
 
+CAPTIONED_BASE_IDS: tuple[str, ...] = (
+    "MiniGrid-Empty-5x5-v0",
+    "MiniGrid-DoorKey-5x5-v0",
+    "MiniGrid-DoorKey-8x8-v0",
+    "MiniGrid-KeyCorridorS3R3-v0",
+    "MiniGrid-MultiRoom-N4-S5-v1",
+)
+"""Sparse MiniGrid tasks that get a registered ``gendm/...-Captioned-vN`` id: the flat image view for
+PPO with event captions in ``info`` (:class:`~gendm.envs.captioned.CaptionedMiniGrid`), the
+exploration-reward benchmark's tasks."""
+
+
+def captioned_id(env_id: str) -> str:
+    """``MiniGrid-DoorKey-8x8-v0`` -> ``gendm/MiniGrid-DoorKey-8x8-Captioned-v0``."""
+    name, _, version = env_id.rpartition("-v")
+    return f"gendm/{name}-Captioned-v{version}"
+
 
 def text_id(base_id: str) -> str:
     """``"BabyAI-GoToRedBall-v0"`` -> ``"gendm/BabyAI-GoToRedBall-Text-v0"``."""
@@ -48,6 +67,11 @@ def register() -> None:
                 text_id(base),
                 entry_point="gendm.envs.text_minigrid:make_text_minigrid",
                 kwargs={"env_id": base},
+            )
+    for base in CAPTIONED_BASE_IDS:
+        if captioned_id(base) not in gym.registry:
+            gym.register(
+                captioned_id(base), entry_point="gendm.envs.captioned:make_captioned", kwargs={"env_id": base}
             )
     if TEXTWORLD_ID not in gym.registry:
         gym.register(TEXTWORLD_ID, entry_point="gendm.envs.textworld_env:TextWorldEnv")
