@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
+from gendm.agents.critics import IQLCritic, return_scale_factor
 from gendm.core.config import check
 from gendm.data.replay import Batch
-from gendm.nn import EnsembleMLP, GaussianPolicy, mlp
+from gendm.nn import GaussianPolicy
 
 
 @dataclass
@@ -103,31 +103,23 @@ class IQL(OfflineAgent):
         self.action_scale, self.action_bias = box_bounds(action_space, self.device)
         self.policy = GaussianPolicy(obs_dim, act_dim, c.hidden, False, c.log_std_min, c.log_std_max)
         self.policy.to(device)
-        self.critic = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
-        self.critic_target = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
-        self.value_net = mlp(obs_dim, 1, c.hidden).to(device)
-        critics = [*self.critic.parameters(), *self.value_net.parameters()]
+        self.iql = IQLCritic(obs_dim, act_dim, c.hidden, c.num_critics).to(device)  # Q twins, target, V
+        critics = self.iql.trainable()
         groups = [{"params": self.policy.parameters()}, {"params": critics, "lr": c.critic_learning_rate}]
         self.opt = self.adam(groups, lr=c.actor_learning_rate)  # one fused step for all three losses
         self.reward_scale = 1.0
         self.parts |= {
             "policy": self.policy,
-            "critic": self.critic,
-            "critic_target": self.critic_target,
-            "value": self.value_net,
+            "critic": self.iql.critic,  # checkpoint names as before the critic became IQLCritic
+            "critic_target": self.iql.critic_target,
+            "value": self.iql.value,
             "opt": self.opt,
         }
-        self._target_pairs = (list(self.critic_target.parameters()), list(self.critic.parameters()))
         self._losses = self.maybe_compile(self._losses)
 
     def prepare(self, dataset: Any) -> None:
         super().prepare(dataset)
-        if self.config.return_scale is not None:
-            returns = np.add.reduceat(dataset.rewards.astype(np.float64), dataset.episode_starts)
-            spread = float(returns.max() - returns.min())
-            self.reward_scale = self.config.return_scale / spread if spread > 0 else 1.0
+        self.reward_scale = return_scale_factor(dataset, self.config.return_scale)
 
     # ------------------------------------------------------------------------------ acting, critic
     @torch.no_grad()
@@ -139,13 +131,12 @@ class IQL(OfflineAgent):
     def q_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """min_i Q'_i(s, a) of the target twins (what IQL's advantage and IDQL's selection use), for
         raw observations and actions in the env's units: ``(batch,)``."""
-        a = (actions - self.action_bias) / self.action_scale
-        return self.critic_target(torch.cat([self.obs_norm(obs), a], -1)).squeeze(-1).min(0).values
+        return self.iql.q_target(self.obs_norm(obs), (actions - self.action_bias) / self.action_scale)
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) for raw observations: ``(batch,)``."""
-        return self.value_net(self.obs_norm(obs)).squeeze(-1)
+        return self.iql.v(self.obs_norm(obs))
 
     # -------------------------------------------------------------------------------------- update
     def _losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -153,26 +144,14 @@ class IQL(OfflineAgent):
         with self.autocast():
             obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)
             actions = (batch.actions - self.action_bias) / self.action_scale
-            obs_act = torch.cat([obs, actions], -1)
-            with torch.no_grad():
-                q_target = self.critic_target(obs_act).squeeze(-1).min(0).values
-                next_v = self.value_net(next_obs).squeeze(-1)
-                target = batch.rewards * self.reward_scale + (1 - batch.terminations) * c.gamma * next_v
-            q = self.critic(obs_act).squeeze(-1)
-            q_loss = (q - target).pow(2).mean(-1).sum()
-            v = self.value_net(obs).squeeze(-1)
-            u = q_target - v
-            v_loss = ((c.expectile - (u < 0).float()).abs() * u.pow(2)).mean()
+            rewards = batch.rewards * self.reward_scale
+            critic_loss, metrics, u = self.iql.losses(
+                obs, actions, rewards, next_obs, batch.terminations, c.gamma, c.expectile
+            )
             weight = torch.exp(c.temperature * u.detach()).clamp(max=c.max_weight)
             actor_loss = -(weight * self.policy.log_prob(obs, actions)).mean()
-        metrics = {
-            "losses/q": q_loss.detach(),
-            "losses/v": v_loss.detach(),
-            "losses/actor": actor_loss.detach(),
-            "losses/q_mean": q.detach().mean(),
-            "charts/adv_weight_mean": weight.mean(),
-        }
-        return q_loss + v_loss + actor_loss, metrics
+        metrics |= {"losses/actor": actor_loss.detach(), "charts/adv_weight_mean": weight.mean()}
+        return critic_loss + actor_loss, metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config
@@ -184,7 +163,7 @@ class IQL(OfflineAgent):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        torch._foreach_lerp_(self._target_pairs[0], self._target_pairs[1], c.tau)
+        self.iql.update_target(c.tau)
         self.num_updates += 1
         return metrics
 
