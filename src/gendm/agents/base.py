@@ -11,6 +11,7 @@ Training loops, evaluation and checkpoints live in ``gendm.train``, not here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -186,6 +187,12 @@ class OfflineAgent(Agent):
         """Fit dataset statistics (normalisers, scales); kept in ``parts`` so checkpoints carry them."""
         if self.config.normalize_obs:
             self.obs_norm.fit(dataset.observations)
+
+    def cosine_lr(self, base_lr: float) -> float:
+        """``base_lr * (1 + cos(pi * progress)) / 2`` over the run's ``total_steps`` (1M when unknown):
+        the actor schedule of IQL's paper and d3rlpy's reproductions, also used by IDQL and Diffusion-QL."""
+        horizon = max(self.total_steps or 1_000_000, 1)
+        return base_lr * 0.5 * (1 + math.cos(math.pi * min(self.num_updates, horizon) / horizon))
 
     def make_sampler(self, dataset: OfflineDataset, device: torch.device, seed: int) -> Any:
         """An object whose ``sample(batch_size)`` returns a batch for ``update``: by default uniform

@@ -23,7 +23,6 @@ starting after 1000 steps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -264,9 +263,7 @@ class DiffusionQL(OfflineAgent):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config
         if c.lr_schedule == "cosine":
-            horizon = max(self.total_steps or 1_000_000, 1)
-            progress = min(self.num_updates, horizon) / horizon
-            self.opt.param_groups[0]["lr"] = c.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+            self.opt.param_groups[0]["lr"] = self.cosine_lr(c.learning_rate)
         twin = int(torch.randint(2, ()))  # CPU generator: no device sync
         loss, metrics = self._losses(batch, twin)
         self.opt.zero_grad(set_to_none=True)

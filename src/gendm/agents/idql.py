@@ -30,7 +30,6 @@ backward pass and one fused Adam step.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,9 +225,7 @@ class IDQL(OfflineAgent):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config
         if c.actor_lr_schedule == "cosine":
-            horizon = max(self.total_steps or 1_000_000, 1)
-            progress = min(self.num_updates, horizon) / horizon
-            self.opt.param_groups[0]["lr"] = c.actor_learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+            self.opt.param_groups[0]["lr"] = self.cosine_lr(c.actor_learning_rate)
         loss, metrics = self._losses(batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

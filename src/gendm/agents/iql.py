@@ -24,7 +24,6 @@ action selection, V-GPS).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +155,7 @@ class IQL(OfflineAgent):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config
         if c.actor_lr_schedule == "cosine":
-            horizon = max(self.total_steps or 1_000_000, 1)
-            progress = min(self.num_updates, horizon) / horizon
-            self.opt.param_groups[0]["lr"] = c.actor_learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+            self.opt.param_groups[0]["lr"] = self.cosine_lr(c.actor_learning_rate)
         loss, metrics = self._losses(batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
