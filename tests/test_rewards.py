@@ -334,4 +334,5 @@ def test_ppo_runs_with_lm_feedback_and_a_reward_model(tmp_path):
 
 
 def test_ppo_runs_with_the_ellm_reward(tmp_path, minilm):
-    _ppo(tmp_path, "ellm", lambda n: EmbeddingGoalReward(minilm, n), steps=256)
+    s = _ppo(tmp_path, "ellm", lambda n: EmbeddingGoalReward(minilm, n), steps=256)
+    assert s["intrinsic"] == "ellm" and "intrinsic_stats" in s
