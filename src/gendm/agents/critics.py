@@ -105,4 +105,23 @@ class IQLCritic(nn.Module):
         torch._foreach_lerp_(self._pairs[0], self._pairs[1], tau)
 
 
-__all__ = ["IQLCritic", "expectile_loss", "expectile_weights", "return_scale_factor"]
+class ReturnScaled:
+    """Mixin for offline agents with a ``config.return_scale``: ``prepare`` sets ``self.reward_scale``
+    from the dataset (``return_scale_factor``) and checkpoints carry it. List it before the agent base:
+    ``class IQL(ReturnScaled, OfflineAgent)``."""
+
+    reward_scale: float = 1.0
+
+    def prepare(self, dataset: Any) -> None:
+        super().prepare(dataset)  # type: ignore[misc]
+        self.reward_scale = return_scale_factor(dataset, self.config.return_scale)  # type: ignore[attr-defined]
+
+    def state_dict(self) -> dict[str, Any]:
+        return super().state_dict() | {"reward_scale": self.reward_scale}  # type: ignore[misc]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)  # type: ignore[misc]
+        self.reward_scale = float(state["reward_scale"])
+
+
+__all__ = ["IQLCritic", "ReturnScaled", "expectile_loss", "expectile_weights", "return_scale_factor"]

@@ -31,13 +31,12 @@ backward pass and one fused Adam step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import gymnasium as gym
 import torch
 
 from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.agents.critics import IQLCritic, expectile_weights, return_scale_factor
+from gendm.agents.critics import IQLCritic, ReturnScaled, expectile_weights
 from gendm.core.config import check
 from gendm.data.replay import Batch
 from gendm.generative import EMA, GaussianDiffusion
@@ -120,7 +119,7 @@ class IDQLConfig(OfflineConfig):
         check(self.temperature > 0, "temperature", "must be > 0.")
 
 
-class IDQL(OfflineAgent):
+class IDQL(ReturnScaled, OfflineAgent):
     def __init__(
         self,
         config: IDQLConfig,
@@ -156,13 +155,8 @@ class IDQL(OfflineAgent):
             {"params": self.critic.trainable(), "lr": c.critic_learning_rate},
         ]
         self.opt = self.adam(groups, lr=c.actor_learning_rate)  # one fused step for both
-        self.reward_scale = 1.0
         self.parts |= {"actor": self.actor, "actor_ema": self.ema, "critic": self.critic, "opt": self.opt}
         self._losses = self.maybe_compile(self._losses)
-
-    def prepare(self, dataset: Any) -> None:
-        super().prepare(dataset)
-        self.reward_scale = return_scale_factor(dataset, self.config.return_scale)
 
     # ------------------------------------------------------------------------------------ acting
     def _score(self, actions: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
@@ -234,13 +228,6 @@ class IDQL(OfflineAgent):
         self.ema.update()
         self.num_updates += 1
         return metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"reward_scale": self.reward_scale}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.reward_scale = float(state["reward_scale"])
 
 
 register(

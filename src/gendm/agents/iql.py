@@ -25,13 +25,12 @@ action selection, V-GPS).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import gymnasium as gym
 import torch
 
 from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.agents.critics import IQLCritic, return_scale_factor
+from gendm.agents.critics import IQLCritic, ReturnScaled
 from gendm.core.config import check
 from gendm.data.replay import Batch
 from gendm.nn import GaussianPolicy
@@ -87,7 +86,7 @@ class IQLConfig(OfflineConfig):
         check(self.return_scale is None or self.return_scale > 0, "return_scale", "must be > 0 or None.")
 
 
-class IQL(OfflineAgent):
+class IQL(ReturnScaled, OfflineAgent):
     def __init__(
         self,
         config: IQLConfig,
@@ -106,7 +105,6 @@ class IQL(OfflineAgent):
         critics = self.iql.trainable()
         groups = [{"params": self.policy.parameters()}, {"params": critics, "lr": c.critic_learning_rate}]
         self.opt = self.adam(groups, lr=c.actor_learning_rate)  # one fused step for all three losses
-        self.reward_scale = 1.0
         self.parts |= {
             "policy": self.policy,
             "critic": self.iql.critic,  # checkpoint names as before the critic became IQLCritic
@@ -115,10 +113,6 @@ class IQL(OfflineAgent):
             "opt": self.opt,
         }
         self._losses = self.maybe_compile(self._losses)
-
-    def prepare(self, dataset: Any) -> None:
-        super().prepare(dataset)
-        self.reward_scale = return_scale_factor(dataset, self.config.return_scale)
 
     # ------------------------------------------------------------------------------ acting, critic
     @torch.no_grad()
@@ -163,13 +157,6 @@ class IQL(OfflineAgent):
         self.iql.update_target(c.tau)
         self.num_updates += 1
         return metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"reward_scale": self.reward_scale}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.reward_scale = float(state["reward_scale"])
 
 
 register(

@@ -24,13 +24,12 @@ from ``policy`` (which is part of the config, so of the run's identity) when the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import gymnasium as gym
 import torch
 
 from gendm.agents.base import Agent, AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.agents.critics import IQLCritic, return_scale_factor
+from gendm.agents.critics import IQLCritic, ReturnScaled
 from gendm.core.config import check
 from gendm.core.errors import ConfigError
 from gendm.data.replay import Batch
@@ -108,7 +107,7 @@ def load_policy(path: str, observation_space: gym.Space, action_space: gym.Space
     return agent, (lambda obs: (obs - mean) / std), info
 
 
-class VGPS(OfflineAgent):
+class VGPS(ReturnScaled, OfflineAgent):
     def __init__(
         self,
         config: VGPSConfig,
@@ -129,7 +128,6 @@ class VGPS(OfflineAgent):
         self.policy, self._policy_obs, self.policy_info = load_policy(
             c.policy, observation_space, action_space, self.device
         )
-        self.reward_scale = 1.0
         if c.critic is not None:  # a finished iql run: its q_value scores raw observations and actions
             self.critic_agent, _, info = load_policy(c.critic, observation_space, action_space, self.device)
             if not hasattr(self.critic_agent, "q_value"):
@@ -144,10 +142,6 @@ class VGPS(OfflineAgent):
             self.opt = self.adam(self.critic.trainable(), lr=c.critic_learning_rate)
             self.parts |= {"critic": self.critic, "opt": self.opt}
             self._losses = self.maybe_compile(self._losses)
-
-    def prepare(self, dataset: Any) -> None:
-        super().prepare(dataset)
-        self.reward_scale = return_scale_factor(dataset, self.config.return_scale)
 
     # ------------------------------------------------------------------------------------ acting
     def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
@@ -204,13 +198,6 @@ class VGPS(OfflineAgent):
         self.critic.update_target(self.config.tau)
         self.num_updates += 1
         return metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"reward_scale": self.reward_scale}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.reward_scale = float(state["reward_scale"])
 
 
 register(
