@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ TASKS = {
     "KeyCorridorS3R3": "MiniGrid-KeyCorridorS3R3-v0",
     "MultiRoom-N4-S5": "MiniGrid-MultiRoom-N4-S5-v1",
     "DoorKey-5x5": "MiniGrid-DoorKey-5x5-v0",
+    "MultiRoom-N2-S4": "MiniGrid-MultiRoom-N2-S4-v0",
     "Empty-5x5": "MiniGrid-Empty-5x5-v0",
 }
 METHODS = ("ppo", "rnd", "ellm", "lm")
@@ -236,20 +237,38 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(t, m, s) for s in range(args.seeds) for t in args.tasks for m in args.methods]
+    # One JSON line per finished run: a rerun with the same --out skips those (resumable).
+    done_path = out / "runs.jsonl"
     results: list[dict[str, Any]] = []
-    if args.workers > 1:
+    if done_path.exists():
+        results = [json.loads(line) for line in done_path.read_text().splitlines() if line.strip()]
+    finished = {(r["task"], r["method"], r["seed"]) for r in results}
+    jobs = [
+        (t, m, s)
+        for s in range(args.seeds)
+        for t in args.tasks
+        for m in args.methods
+        if (t, m, s) not in finished
+    ]
+    if finished:
+        print(f"resuming: {len(finished)} finished run(s) in {done_path}, {len(jobs)} to go")
+
+    def record(r: dict[str, Any]) -> None:
+        results.append(r)
+        with done_path.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        print(json.dumps({k: r[k] for k in ("task", "method", "seed", "first_success_step", "wall_s")}))
+
+    if args.workers > 1 and jobs:
         with ProcessPoolExecutor(args.workers) as pool:
-            for r in pool.map(run_one, *zip(*jobs), [args] * len(jobs)):
-                results.append(r)
-                print(
-                    json.dumps({k: r[k] for k in ("task", "method", "seed", "first_success_step", "wall_s")})
-                )
+            futures = [pool.submit(run_one, *job, args) for job in jobs]
+            for fut in as_completed(futures):
+                record(fut.result())
     else:
         for job in jobs:
-            r = run_one(*job, args)
-            results.append(r)
-            print(json.dumps({k: r[k] for k in ("task", "method", "seed", "first_success_step", "wall_s")}))
+            record(run_one(*job, args))
+    wanted = {(t, m, s) for s in range(args.seeds) for t in args.tasks for m in args.methods}
+    results = [r for r in results if (r["task"], r["method"], r["seed"]) in wanted]
     agg = aggregate(results, args)
     report = {"args": vars(args), "results": results, "aggregate": agg}
     (out / "exploration.json").write_text(json.dumps(report, indent=1))

@@ -73,6 +73,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="override an algorithm config field; repeatable",
     )
     t.add_argument(
+        "--intrinsic",
+        default=None,
+        metavar="KIND[,key=value...]",
+        help="online algorithms: add an exploration reward to the training env: rnd | ellm | lm, e.g. "
+        "'lm,backend=openai:http://localhost:8000/v1#qwen,cache=runs/lm.sqlite' (fields: coef, beta, "
+        "episodic, threshold, backend, cache, batch, chat; caption rewards need a "
+        "gendm/MiniGrid-*-Captioned-* env)",
+    )
+    t.add_argument(
         "--eval-every",
         type=int,
         default=5_000,
@@ -157,6 +166,7 @@ def _train(args: argparse.Namespace) -> int:
             args.algo,
             args.env,
             dataset=args.dataset,
+            intrinsic=args.intrinsic,
             steps=args.steps,
             seed=args.seed,
             device=args.device,
@@ -184,6 +194,8 @@ def _train(args: argparse.Namespace) -> int:
         f"final return (last checkpoint): {summary['final_return']:.2f} ± {summary['final_return_std']:.2f} "
         f"{spent}, {summary['wall_s']:.1f} s{extra}"
     )
+    for warning in summary.get("warnings") or []:
+        print(f"warning: {warning}")
     print(f"summary: {out / 'summary.json'}")
     return 0
 

@@ -624,6 +624,18 @@ def _section_failed(doc: _Doc, failed: list[tuple[RunRecord, str]]) -> None:
     )
 
 
+def _section_warnings(doc: _Doc, done: list[RunRecord]) -> None:
+    """Completed runs that met faults they survived (e.g. a language-model server that was down)."""
+    noted = sorted((r for r in done if r.error), key=lambda r: (r.method, r.task, r.seed))
+    if noted:
+        doc.heading(2, "Warnings")
+        doc.para("These runs finished and are scored, but reported problems along the way.")
+        doc.table(
+            ["Method", "Task", "Seed", "Warning"],
+            [[r.method, r.task, str(r.seed), _one_line(r.error)] for r in noted],
+        )
+
+
 # -------------------------------------------------------------------------------------------- entry
 def build_report(
     runs: list[RunRecord],
@@ -678,6 +690,7 @@ def build_report(
     else:
         doc.para("No completed runs: nothing to score.")
     _section_failed(doc, failed)
+    _section_warnings(doc, done)
 
     summary = _jsonable(summary)
     atomic_write_text(out_dir / "report.md", doc.markdown(out_dir))

@@ -85,6 +85,7 @@ def run_bench(
             atomic_write_json(run_dir_of(out_dir, run) / "summary.json", summary)
             ret = summary["final_return"]
             msg = f"done   {run.method:>10} {run.task:<24} seed {run.seed}: final return {ret:.1f}"
+            msg += "".join(f"\n       warning: {w}" for w in summary.get("warnings") or [])
         else:
             store.mark_failed(run.run_id, summary.get("error") or "unknown error")
             msg = f"FAILED {run.method:>10} {run.task:<24} seed {run.seed}: {summary.get('error')}"

@@ -11,6 +11,8 @@ into runs. Every mistake is reported with the path of the offending field (``tas
     [methods.sac]                  # a method: an algorithm plus config overrides
     algo = "sac"                   # defaults to the method's name
     set = { learning_rate = 1e-3 }
+                                   # online methods may add an exploration reward (gendm.rewards.factory):
+                                   # intrinsic = "rnd", or { kind = "lm", backend = "embed", coef = 0.1 }
 
     [[tasks]]
     env = "Pendulum-v1"            # or: suite = "classic"
@@ -38,6 +40,7 @@ from gendm.core.config import apply_overrides, to_dict
 from gendm.core.errors import GendmError, SpecError, suggest
 from gendm.envs import check_env_id
 from gendm.envs.references import SUITES
+from gendm.rewards.factory import parse_intrinsic
 
 TOP_KEYS = {
     "name": str,
@@ -50,7 +53,7 @@ TOP_KEYS = {
     "methods": dict,
     "tasks": list,
 }
-METHOD_KEYS = {"algo": str, "set": dict, "description": str}
+METHOD_KEYS = {"algo": str, "set": dict, "description": str, "intrinsic": (str, dict)}
 TASK_KEYS = {
     "env": str,
     "suite": str,
@@ -76,10 +79,13 @@ class RunSpec:
     steps: int
     eval_every: int
     eval_episodes: int
+    intrinsic: dict[str, Any] | None = None
+    """An online method's exploration reward (``gendm.rewards.factory``), fields that differ from defaults."""
 
     @property
     def run_id(self) -> str:
-        key = {k: v for k, v in asdict(self).items() if k != "overrides"}
+        # intrinsic enters the identity only when set, so the ids of plain runs never change
+        key = {k: v for k, v in asdict(self).items() if k != "overrides" and (k != "intrinsic" or v)}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -176,7 +182,7 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
     if budgets is not None and not all(isinstance(b, int) and b > 0 for b in budgets):
         raise SpecError(f"Spec field budgets must be a list of positive integers, got {budgets!r}.")
 
-    methods: dict[str, tuple[str, dict, dict]] = {}
+    methods: dict[str, tuple[str, dict, dict, dict | None]] = {}
     for name, table in data["methods"].items():
         where = f"methods.{name}."
         if not isinstance(table, dict):
@@ -192,7 +198,17 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
             config = to_dict(apply_overrides(spec.config_cls(), overrides))
         except GendmError as e:
             raise SpecError(f"Spec field {where}set: {e}") from None
-        methods[name] = (algo, overrides, config)
+        intrinsic = None
+        if "intrinsic" in table:
+            if spec.kind == "offline":
+                raise SpecError(
+                    f"Spec field {where}intrinsic: {algo} is offline; exploration rewards are online only."
+                )
+            try:
+                intrinsic = parse_intrinsic(table["intrinsic"]).to_dict()
+            except GendmError as e:
+                raise SpecError(f"Spec field {where}intrinsic: {e}") from None
+        methods[name] = (algo, overrides, config, intrinsic)
     if not methods:
         raise SpecError("Spec field methods is empty: define at least one [methods.NAME] table.")
 
@@ -232,7 +248,7 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
             space_of = _dataset_action_space if is_dataset else _env_action_space
             action_space = space_of(env_id, where)
             for name in explicit or list(methods):
-                algo, overrides, config = methods[name]
+                algo, overrides, config, intrinsic = methods[name]
                 offline = ALGOS.get(algo).kind == "offline"
                 reason = None
                 if offline and not is_dataset:
@@ -247,7 +263,8 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
                     skipped.append(reason)
                     continue
                 runs += [
-                    RunSpec(name, algo, overrides, config, env_id, seed, **budget) for seed in task_seeds
+                    RunSpec(name, algo, overrides, config, env_id, seed, **budget, intrinsic=intrinsic)
+                    for seed in task_seeds
                 ]
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):

@@ -84,10 +84,11 @@ class Store:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
-                "UPDATE runs SET status='done', error=NULL, finished_at=?, wall_s=?, train_s=?, env_steps=?, "
+                "UPDATE runs SET status='done', error=?, finished_at=?, wall_s=?, train_s=?, env_steps=?, "
                 "grad_steps=?, final_return=?, env_steps_per_s=?, grad_steps_per_s=?, peak_rss_mb=?, "
                 "versions_json=?, git_commit=? WHERE run_id=?",
                 (
+                    "; ".join(summary.get("warnings") or []) or None,  # a done run's error: its warnings
                     time.time(),
                     summary["wall_s"],
                     summary.get("train_s"),

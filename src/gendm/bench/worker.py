@@ -25,6 +25,7 @@ def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: st
         spec.algo,
         None if offline else spec.task,
         dataset=spec.task if offline else None,
+        intrinsic=spec.intrinsic,
         steps=spec.steps,
         seed=spec.seed,
         device=device,

@@ -59,6 +59,8 @@ class TrainSettings:
     threads: int | None = None
     dataset: str | None = None
     """Offline algorithms: dataset name or path (see ``gendm.data.dataset.load_dataset``)."""
+    intrinsic: str | dict[str, Any] | None = None
+    """Online algorithms: an intrinsic exploration reward (``gendm.rewards.factory``), e.g. ``"rnd"``."""
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)

@@ -64,6 +64,11 @@ class OfflineTrainer(Trainer):
         if s.threads:
             torch.set_num_threads(s.threads)
         self.spec: AlgoSpec = ALGOS.get(s.algo)
+        if s.intrinsic is not None:
+            raise ConfigError(
+                f"{s.algo} learns from a fixed dataset; an intrinsic exploration reward ({s.intrinsic!r}) "
+                "only applies to online algorithms."
+            )
         if self.spec.kind != "offline":
             raise ConfigError(
                 f"{s.algo} is an online ({self.spec.kind}) algorithm and cannot learn from a dataset. "

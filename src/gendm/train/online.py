@@ -30,6 +30,10 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         from gendm.train.offline import OfflineTrainer
 
         return OfflineTrainer(settings).run()
+    if settings.intrinsic is not None:
+        from gendm.train.intrinsic import IntrinsicTrainer
+
+        return IntrinsicTrainer(settings).run()
     return OnlineTrainer(settings).run()
 
 
