@@ -23,8 +23,6 @@ from typing import Any
 
 import torch
 
-SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
-
 
 @dataclass
 class AdditionTask:
@@ -52,36 +50,15 @@ class AdditionTask:
 
     def build_tokenizer(self) -> Any:
         """A word-level ``PreTrainedTokenizerFast`` over the task's words (built locally)."""
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-        from transformers import PreTrainedTokenizerFast
+        from gendm.lm.tiny import word_tokenizer
 
-        words = [*SPECIALS, "add", "=", *self.answers]
-        tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-        return PreTrainedTokenizerFast(
-            tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
-        )
+        return word_tokenizer(vocab=["add", "=", *self.answers])
 
     def build_model(self, tokenizer: Any, n_layer: int = 2, n_embd: int = 32, seed: int = 0) -> Any:
         """A tiny randomly initialised GPT-2 (no dropout) for this vocabulary."""
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from gendm.lm.tiny import tiny_gpt2
 
-        torch.manual_seed(seed)
-        config = GPT2Config(
-            n_layer=n_layer,
-            n_head=2,
-            n_embd=n_embd,
-            n_positions=16,
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-        )
-        return GPT2LMHeadModel(config)
+        return tiny_gpt2(tokenizer, n_layer=n_layer, n_embd=n_embd, n_positions=16, seed=seed)
 
     def pretrain_noisy(
         self,

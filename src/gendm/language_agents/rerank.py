@@ -69,7 +69,8 @@ class QRerankAgent:
             self.policy.record(observation, action, thought="(no readable candidate)")
             return action
         action = self.select(observation, cands)
-        self.policy.record(observation, action, thought=f"re-ranked {len(cands)} candidates by Q")
+        # the history reads as if the policy had chosen it (a meta-remark would be off-distribution)
+        self.policy.record(observation, action, thought=f"I will {action}.")
         return action
 
     def select(self, observation: str, candidates: Sequence[str]) -> str:

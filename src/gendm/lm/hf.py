@@ -99,6 +99,8 @@ class HFBackend:
       ``temperature == 0``, else sampled, reproducibly when ``seed`` is set (the global torch RNG is
       forked, so the caller's random state is untouched). Stop strings are applied to the decoded
       text after generation, which still runs to EOS or ``max_new_tokens``.
+    - A prompt longer than the model's context (``max_position_embeddings``) minus ``max_new_tokens``
+      is cut from the left, keeping its end; ``truncated_prompts`` counts them.
     - ``chat`` renders conversations with the tokenizer's chat template when it has one; otherwise it
       falls back to plain ``"role: content"`` lines ending in ``"assistant:"``, which a base model
       understands only loosely — give instruction-tuned models a template.
@@ -151,6 +153,8 @@ class HFBackend:
                 )
             tok.pad_token = tok.eos_token
         self._prefix_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.context_length: int | None = getattr(self.model.config, "max_position_embeddings", None)
+        self.truncated_prompts = 0
 
     # -- generation ---------------------------------------------------------------------------------
     def complete(self, prompts: list[str], **gen: Any) -> list[Completion]:
@@ -197,9 +201,24 @@ class HFBackend:
         self, texts: list[str], s: GenerationSettings, add_special_tokens: bool
     ) -> list[Completion]:
         tok = self.tokenizer
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(
-            self.device
-        )
+        limit = self.context_length - s.max_new_tokens if self.context_length else None
+        if limit is not None and limit < 1:
+            raise ConfigError(
+                f"max_new_tokens={s.max_new_tokens} leaves no room for a prompt in this model's "
+                f"{self.context_length}-token context."
+            )
+        tok.truncation_side = "left"  # keep the end of a long prompt: the current question
+        enc = tok(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=add_special_tokens,
+            truncation=limit is not None,
+            max_length=limit,
+        ).to(self.device)
+        if limit is not None and enc["input_ids"].shape[1] == limit:
+            full = tok(texts, add_special_tokens=add_special_tokens)["input_ids"]
+            self.truncated_prompts += sum(len(ids) > limit for ids in full)
         kwargs: dict[str, Any] = {
             "max_new_tokens": s.max_new_tokens,
             "pad_token_id": tok.pad_token_id,
