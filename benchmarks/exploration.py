@@ -130,6 +130,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         overrides={"num_envs": args.num_envs, "num_steps": args.num_steps, "ent_coef": args.ent_coef},
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
+        eval_deterministic=not args.eval_stochastic,
         progress=False,
         tensorboard=False,
         resume=False,
@@ -216,6 +217,12 @@ def main() -> None:
     p.add_argument("--budgets", type=int, nargs="+", default=[100_000, 250_000, 500_000])
     p.add_argument("--eval-every", type=int, default=25_000)
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument(
+        "--eval-stochastic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sampled (seeded) evaluation actions: an argmax MiniGrid policy often loops forever",
+    )
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--num-steps", type=int, default=128)
     p.add_argument("--ent-coef", type=float, default=0.01)

@@ -86,3 +86,14 @@ def test_builtin_demo_spec_and_bad_toml(tmp_path, monkeypatch):
         load_spec(bad)
     with pytest.raises(SpecError, match="Built-in specs: demo"):
         load_spec("dmeo")
+
+
+def test_eval_deterministic_key_reaches_the_runs_and_their_ids():
+    base = {"seeds": 1, "methods": {"ppo": {}}, "tasks": [{"env": "CartPole-v1"}]}
+    plain = parse_spec(base).runs[0]
+    sampled = parse_spec(base | {"eval_deterministic": False}).runs[0]
+    per_task = parse_spec(base | {"tasks": [{"env": "CartPole-v1", "eval_deterministic": False}]}).runs[0]
+    assert plain.eval_deterministic is True and sampled.eval_deterministic is False
+    assert sampled.run_id == per_task.run_id != plain.run_id
+    with pytest.raises(SpecError, match="eval_deterministic must be bool"):
+        parse_spec(base | {"eval_deterministic": "no"})

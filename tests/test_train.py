@@ -140,3 +140,33 @@ def test_interrupt_saves_a_checkpoint_at_the_current_step(tmp_path, monkeypatch)
     monkeypatch.setattr(OnlineTrainer, "_after_env_step", original)
     resumed = train(_settings(tmp_path))
     assert resumed["env_steps"] == 1200 and [p["env_steps"] for p in resumed["curve"]] == [0, 500, 1000, 1200]
+
+
+def test_stochastic_evaluation_is_seeded_and_leaves_training_rng_alone():
+    import torch
+
+    from gendm.agents import ALGOS
+    from gendm.envs import make_env
+    from gendm.train.evaluate import evaluate_episodes
+
+    env = make_env("CartPole-v1", 2, seed=0)
+    spec = ALGOS.get("ppo")
+    agent = spec.agent_cls(spec.config_cls(), env.single_observation_space, env.single_action_space, "cpu")
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = evaluate_episodes(agent, env, 6, seed=7, deterministic=False)
+    after = torch.rand(1)
+    b = evaluate_episodes(agent, env, 6, seed=7, deterministic=False)
+    c = evaluate_episodes(agent, env, 6, seed=8, deterministic=False)
+    d = evaluate_episodes(agent, env, 6, seed=7, deterministic=True)
+    assert np.array_equal(a.returns, b.returns) and torch.equal(before, after)
+    # an untrained PPO policy samples near-uniform actions: sampled and argmax episodes differ
+    assert not np.array_equal(a.returns, c.returns) and not np.array_equal(a.returns, d.returns)
+
+
+def test_eval_mode_is_recorded_and_part_of_the_run_identity(tmp_path):
+    s = train(_settings(tmp_path, steps=600, eval_deterministic=False))
+    assert s["eval_protocol"]["deterministic"] is False
+    with pytest.raises(CheckpointError):
+        train(_settings(tmp_path, steps=800))  # a deterministic-eval run must not resume it

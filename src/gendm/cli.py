@@ -88,6 +88,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="evaluate every N steps (env steps, or gradient steps offline)",
     )
     t.add_argument("--eval-episodes", type=int, default=10, help="deterministic episodes per evaluation")
+    t.add_argument(
+        "--eval-stochastic",
+        action="store_true",
+        help="evaluate with sampled (seeded) actions instead of the deterministic policy; for partially "
+        "observed tasks such as MiniGrid, where an argmax policy can loop forever",
+    )
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -174,6 +180,7 @@ def _train(args: argparse.Namespace) -> int:
             overrides=parse_assignments(args.overrides),
             eval_every=args.eval_every,
             eval_episodes=args.eval_episodes,
+            eval_deterministic=not args.eval_stochastic,
             resume=not args.no_resume,
             progress=not args.no_progress,
             threads=args.threads,

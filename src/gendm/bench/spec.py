@@ -6,6 +6,7 @@ into runs. Every mistake is reported with the path of the offending field (``tas
     steps = 20000                  # default budget (env steps) per run
     eval_every = 2000              # evaluation cadence in env steps
     eval_episodes = 10
+    eval_deterministic = true      # false: sampled actions (partially observed tasks, e.g. MiniGrid)
     budgets = [5000, 10000]        # optional: sample-efficiency table budgets
 
     [methods.sac]                  # a method: an algorithm plus config overrides
@@ -49,6 +50,7 @@ TOP_KEYS = {
     "steps": int,
     "eval_every": int,
     "eval_episodes": int,
+    "eval_deterministic": bool,
     "budgets": list,
     "methods": dict,
     "tasks": list,
@@ -62,6 +64,7 @@ TASK_KEYS = {
     "steps": int,
     "eval_every": int,
     "eval_episodes": int,
+    "eval_deterministic": bool,
     "seeds": (int, list),
 }
 
@@ -81,11 +84,16 @@ class RunSpec:
     eval_episodes: int
     intrinsic: dict[str, Any] | None = None
     """An online method's exploration reward (``gendm.rewards.factory``), fields that differ from defaults."""
+    eval_deterministic: bool = True
+    """False: evaluation samples the policy's actions (``gendm.train.evaluate``)."""
 
     @property
     def run_id(self) -> str:
-        # intrinsic enters the identity only when set, so the ids of plain runs never change
-        key = {k: v for k, v in asdict(self).items() if k != "overrides" and (k != "intrinsic" or v)}
+        # fields added later enter the identity only when not at their default, so older ids never change
+        later = {"intrinsic": None, "eval_deterministic": True}
+        key = {
+            k: v for k, v in asdict(self).items() if k != "overrides" and not (k in later and v == later[k])
+        }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -242,6 +250,7 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
                     f"{suggest(m, methods)} Defined: {', '.join(methods)}."
                 )
         budget = {k: _positive(task.get(k, defaults[k]), where + k) for k in defaults}
+        budget["eval_deterministic"] = task.get("eval_deterministic", data.get("eval_deterministic", True))
         task_seeds = _seeds(task["seeds"], where + "seeds") if "seeds" in task else seeds
         is_dataset = "dataset" in task
         for env_id in env_ids:

@@ -33,6 +33,7 @@ def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: st
         overrides=spec.overrides,
         eval_every=spec.eval_every,
         eval_episodes=spec.eval_episodes,
+        eval_deterministic=spec.eval_deterministic,
         resume=True,
         progress=False,
         threads=threads,

@@ -46,14 +46,28 @@ def episode_successes(info: dict) -> list[bool | None]:
     return [bool(s) if r else None for s, r, m in zip(flags, reported, final["_episode"]) if m]
 
 
-def evaluate_episodes(agent: Agent, env: gym.vector.VectorEnv, episodes: int, seed: int) -> EvalResult:
+def evaluate_episodes(
+    agent: Agent, env: gym.vector.VectorEnv, episodes: int, seed: int, deterministic: bool = True
+) -> EvalResult:
     """Run ``episodes`` deterministic episodes; the env is reset with ``seed`` first, so every evaluation
     of a run sees the same initial states.
+
+    ``deterministic=False`` samples the policy's actions instead, from a torch RNG seeded with ``seed``
+    (forked: training's random state is untouched). Partially observed tasks such as MiniGrid need it:
+    an argmax policy that cannot tell two cells apart loops forever where its sampled twin succeeds.
 
     Agents with per-episode state learn when episodes start through the optional
     ``agent.reset_episodes(mask)`` hook: all True after the reset, then True for every sub-env whose
     episode just ended (its next observation is already the first one of a new episode).
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _episodes(agent, env, episodes, seed, deterministic)
+
+
+def _episodes(
+    agent: Agent, env: gym.vector.VectorEnv, episodes: int, seed: int, deterministic: bool
+) -> EvalResult:
     reset_episodes = getattr(agent, "reset_episodes", None)
     obs, _ = env.reset(seed=seed)
     if reset_episodes is not None:
@@ -61,7 +75,9 @@ def evaluate_episodes(agent: Agent, env: gym.vector.VectorEnv, episodes: int, se
     done: list[tuple[float, int, bool | None]] = []
     device = agent.device
     while len(done) < episodes:
-        action = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic=True)
+        action = agent.act(
+            torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic=deterministic
+        )
         obs, _, terms, truncs, info = env.step(_to_env_action(action, env.single_action_space))
         ended = np.asarray(terms) | np.asarray(truncs)
         if ended.any():

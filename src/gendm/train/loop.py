@@ -2,9 +2,10 @@
 checkpoints with an identity check, resume, the stop on divergence, interrupts and ``summary.json``.
 
 Protocol (fixed here, before any number is produced): evaluate at step 0 and every ``eval_every``
-steps, and once more at the end, with ``eval_episodes`` deterministic episodes on a separate
-environment reset with the same seed each time; the reported ``final_return`` is the mean return of
-the **last** evaluation (the last checkpoint), never the best. A checkpoint is written after every
+steps, and once more at the end, with ``eval_episodes`` deterministic episodes (sampled, seeded ones
+with ``eval_deterministic=False``) on a separate environment reset with the same seed each time; the
+reported ``final_return`` is the mean return of the **last** evaluation (the last checkpoint), never
+the best. A checkpoint is written after every
 evaluation; a rerun with the same ``out_dir`` resumes from it. Steps are env steps for the online
 loop and gradient steps for the offline loop (``Trainer.step_unit``).
 """
@@ -52,6 +53,8 @@ class TrainSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
     eval_every: int = 5_000
     eval_episodes: int = 10
+    eval_deterministic: bool = True
+    """False: evaluation samples the policy's actions (seeded), for partially observed tasks like MiniGrid."""
     log_every: int = 1_000
     resume: bool = True
     progress: bool = True
@@ -204,7 +207,11 @@ class Trainer:
             self._diverged("a parameter became NaN/Inf")
         self._before_evaluation()
         result = evaluate_episodes(
-            self.agent, self.eval_env, self.s.eval_episodes, self.s.seed + EVAL_SEED_OFFSET
+            self.agent,
+            self.eval_env,
+            self.s.eval_episodes,
+            self.s.seed + EVAL_SEED_OFFSET,
+            deterministic=self.s.eval_deterministic,
         )
         self.eval_s += time.perf_counter() - t
         point: dict[str, Any] = {
@@ -231,6 +238,7 @@ class Trainer:
             "env_id": self.env_id,
             "seed": self.s.seed,
             **self._extra_identity(),
+            **({} if self.s.eval_deterministic else {"eval_deterministic": False}),
             "config": to_dict(self.config),
         }
 
@@ -265,7 +273,8 @@ class Trainer:
             return False
         state, meta = load_checkpoint(path, self.device)
         mine = self._identity()
-        diff = [k for k in mine if k != "config" and meta.get(k) != mine[k]]
+        optional = [k for k in ("eval_deterministic", "intrinsic") if k in meta and k not in mine]
+        diff = [k for k in [*mine, *optional] if k != "config" and meta.get(k) != mine.get(k)]
         diff += [f"config.{k}" for k, v in mine["config"].items() if meta.get("config", {}).get(k) != v]
         if diff:
             raise CheckpointError(
@@ -314,7 +323,7 @@ class Trainer:
                 "eval_every": self.s.eval_every,
                 "every_unit": self.step_unit,
                 "episodes": self.s.eval_episodes,
-                "deterministic": True,
+                "deterministic": self.s.eval_deterministic,
                 "reported": "last checkpoint",
             },
             **self._extra_summary(),
