@@ -13,23 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
-from gendm.finetune import LOOPConfig, LOOPTrainer
-from gendm.finetune.text_tasks import AdditionTask
+from gendm.finetune import LOOPConfig
+from gendm.finetune.text_tasks import finetune_addition
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
-    task = AdditionTask(max_operand=args.max_operand)
-    tok = task.build_tokenizer()
-    model = task.build_model(tok, seed=seed)
-    t0 = time.perf_counter()
-    task.pretrain_noisy(model, tok, steps=args.pretrain_steps, correct_prob=args.correct_prob, seed=seed)
-    t1 = time.perf_counter()
-    initial = task.success_probability(model, tok)
-    torch.manual_seed(seed)
     cfg = LOOPConfig(
         group_size=args.group_size,
         prompts_per_iteration=args.prompts_per_iteration,
@@ -37,9 +28,20 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
         learning_rate=args.lr,
         seed=seed,
     )
-    LOOPTrainer(model, tok, task.reward, cfg).train(task.prompts(), args.iterations, progress=False)
-    final = task.success_probability(model, tok)
-    return {"initial": initial, "final": final, "pretrain_s": t1 - t0, "loop_s": time.perf_counter() - t1}
+    _, s = finetune_addition(
+        cfg,
+        args.iterations,
+        seed,
+        max_operand=args.max_operand,
+        pretrain_steps=args.pretrain_steps,
+        correct_prob=args.correct_prob,
+    )
+    return {
+        "initial": s["initial_success"],
+        "final": s["final_success"],
+        "pretrain_s": s["pretrain_s"],
+        "loop_s": s["loop_s"],
+    }
 
 
 def main() -> None:

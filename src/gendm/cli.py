@@ -1,4 +1,5 @@
-"""Command line: ``gendm train | bench | report | data | list``. Every option's help shows its default."""
+"""Command line: ``gendm train | bench | report | data | list | agent | finetune``. Every option's help
+shows its default."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gendm", description="Generative models in decision making.", formatter_class=_Formatter
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,bench,report,data,list}")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="{train,bench,report,data,list,agent,finetune}"
+    )
 
     t = sub.add_parser(
         "train",
@@ -129,6 +132,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--reps", type=int, default=50_000, help="bootstrap replicates for confidence intervals")
 
     _add_data_parser(sub)
+    from gendm import cli_lm
+
+    cli_lm.add_parsers(sub, _Formatter)
 
     li = sub.add_parser(
         "list",
@@ -151,7 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
-        commands = {"train": _train, "bench": _bench, "report": _report, "data": _data, "list": _list}
+        from gendm import cli_lm
+
+        commands = {
+            "train": _train,
+            "bench": _bench,
+            "report": _report,
+            "data": _data,
+            "list": _list,
+            "agent": cli_lm.agent,
+            "finetune": cli_lm.finetune,
+        }
         return commands[args.command](args)
     except GendmError as e:
         print(f"gendm: error: {e}", file=sys.stderr)

@@ -1,0 +1,102 @@
+"""Build and play a language agent by name on a text environment: what ``gendm agent`` runs.
+
+Environments: a BabyAI / MiniGrid level (``BabyAI-GoToRedBall-v0`` or its text id
+``gendm/BabyAI-GoToRedBall-Text-v0``) or a TextWorld game file (``.z8`` / ``.ulx``, e.g. from
+``tw-make`` or :func:`gendm.envs.textworld_env.make_textworld_game`). Agents: ``react``, ``stateact``
+and ``react+q``. The re-ranker's Q-model is fitted first from scripted trajectories of the same
+environment (BabyAI: the bot with random actions mixed in, on other reset seeds than the evaluation;
+TextWorld: walkthrough prefixes then random admissible commands on the same game).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from gendm.core.errors import ConfigError, suggest
+from gendm.language_agents.base import LanguageAgentConfig
+from gendm.language_agents.qmodel import (
+    QModel,
+    collect_babyai_transitions,
+    collect_textworld_transitions,
+    hashed_ngram_embed,
+    ranking_accuracy,
+)
+from gendm.language_agents.react import ReActAgent
+from gendm.language_agents.rerank import QRerankAgent
+from gendm.language_agents.stateact import StateActAgent
+from gendm.lm import LanguageModel
+
+AGENT_NAMES = ("react", "stateact", "react+q")
+Q_SEED_OFFSET = 200_000
+"""Reset seeds of the Q-model's BabyAI trajectories start here, far from the evaluation's."""
+
+
+def is_game_file(env: str) -> bool:
+    return Path(env).suffix in (".z8", ".ulx", ".z5")
+
+
+def make_text_env(env: str, max_steps: int | None = None) -> gym.Env:
+    """A MiniGrid / BabyAI level (base or ``gendm/...-Text-v0`` id) or a TextWorld game file as a text env."""
+    if is_game_file(env):
+        from gendm.envs.textworld_env import TextWorldEnv
+
+        if not Path(env).is_file():
+            raise ConfigError(
+                f"No TextWorld game file {env!r} (make one with `tw-make` or make_textworld_game)."
+            )
+        return TextWorldEnv(env, max_steps=max_steps or 100)
+    from gendm.envs.text_minigrid import make_text_minigrid
+
+    return make_text_minigrid(base_level(env), max_steps=max_steps)
+
+
+def base_level(env: str) -> str:
+    """``gendm/BabyAI-GoToRedBall-Text-v0`` -> ``BabyAI-GoToRedBall-v0``; other ids unchanged."""
+    return env.removeprefix("gendm/").replace("-Text-", "-")
+
+
+def fit_q(
+    env: str, episodes: int = 40, seed: int = 0, embed: str = "minilm", epochs: int = 40
+) -> tuple[QModel, dict]:
+    """The re-ranker's Q-model for ``env`` (module docstring) and its held-out ranking accuracy."""
+    if is_game_file(env):
+        data = collect_textworld_transitions([env], seed=seed)
+        held = collect_textworld_transitions([env], seed=seed + 1)
+    else:
+        level = base_level(env)
+        data = collect_babyai_transitions(level, episodes, seed=Q_SEED_OFFSET + seed)
+        held = collect_babyai_transitions(level, max(5, episodes // 4), seed=2 * Q_SEED_OFFSET + seed)
+    fn = hashed_ngram_embed
+    if embed == "minilm":
+        from gendm.lm import SentenceEmbedder
+
+        fn = SentenceEmbedder.default().embed
+    q = QModel(fn, seed=seed)
+    q.fit([t for ep in data for t in ep], method="fqi", epochs=epochs)
+    rate, pairs = ranking_accuracy(q, [t for ep in held for t in ep], seed=seed)
+    return q, {"ranking_accuracy": rate, "pairs": pairs, "transitions": sum(map(len, data))}
+
+
+def make_agent(
+    name: str,
+    backend: LanguageModel,
+    config: LanguageAgentConfig,
+    q: QModel | None = None,
+    num_candidates: int = 4,
+    proposal: str = "logprobs",
+) -> Any:
+    """``react``, ``stateact`` or ``react+q`` (which needs ``q``) over ``backend``."""
+    if name == "react":
+        return ReActAgent(backend, config)
+    if name == "stateact":
+        return StateActAgent(backend, config)
+    if name == "react+q":
+        if q is None:
+            raise ConfigError("react+q needs a Q-model (fit_q).")
+        return QRerankAgent(ReActAgent(backend, config), q, num_candidates=num_candidates, proposal=proposal)
+    raise ConfigError(
+        f"Unknown language agent {name!r}.{suggest(name, AGENT_NAMES)} Agents: {', '.join(AGENT_NAMES)}."
+    )
