@@ -242,6 +242,22 @@ def table(agg: dict[str, Any], envs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def claim(out: Path, env: str, seed: int) -> bool:
+    """Take the (env, seed) unit unless it is done or claimed: several processes may share one --out
+    (start them with and without --reverse). Remove ``claims/`` after killing a run."""
+    done = out / "runs.jsonl"
+    for line in done.read_text().splitlines() if done.exists() else []:
+        row = json.loads(line)
+        if row["env"] == env and row["seed"] == seed:
+            return False
+    (out / "claims").mkdir(exist_ok=True)
+    try:
+        (out / "claims" / f"{env.replace('/', '_')}-s{seed}").open("x").close()
+    except FileExistsError:
+        return False
+    return True
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -284,6 +300,7 @@ def main() -> None:
     )
     p.add_argument("--reps", type=int, default=10_000, help="bootstrap replicates")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reverse", action="store_true", help="take seeds from the last (a second process)")
     p.add_argument("--out", default="runs/language_agents")
     args = p.parse_args()
     if args.chat is None:
@@ -291,17 +308,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    done_path = out / "runs.jsonl"  # one line per (env, seed): a rerun skips those
-    rows = [json.loads(x) for x in done_path.read_text().splitlines()] if done_path.exists() else []
+    done_path = out / "runs.jsonl"  # one line per (env, seed, agent): a rerun skips finished units
     envs: list[Any] = [BabyAI(level) for level in args.babyai_levels]
     if not args.skip_textworld:
         envs.append(TextWorld(args))
     served = None if args.backend == "sft" else served_model(args)
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        seeds = list(range(args.seeds))
+        for seed in reversed(seeds) if args.reverse else seeds:
             for env in envs:
-                if any(r["env"] == env.name and r["seed"] == seed for r in rows):
-                    continue
+                if not claim(out, env.name, seed):
+                    continue  # done, or another process of this benchmark is on it
                 q, q_info = train_q(env, args, seed)
                 extra: dict[str, Any] = {"q": q_info}
                 if served is None:
@@ -321,12 +338,11 @@ def main() -> None:
                         flush=True,
                     )
                 with done_path.open("a") as f:
-                    for r in new:
-                        f.write(json.dumps(r) + "\n")
-                rows += new
+                    f.write("".join(json.dumps(r) + "\n" for r in new))
     if isinstance(served, CachedBackend):
         served.close()
     names = [e.name for e in envs]
+    rows = [json.loads(x) for x in done_path.read_text().splitlines()] if done_path.exists() else []
     rows = [r for r in rows if r["seed"] < args.seeds and r["env"] in names]
     agg = aggregate(rows, names, args.reps)
     (out / "language_agents.json").write_text(
