@@ -53,69 +53,22 @@ TASKS = {
 METHODS = ("ppo", "rnd", "ellm", "lm")
 
 
-class EmbeddingJudge:
-    """A stand-in language model for ``--lm embed``: answers "yes" when the event in the annotator's
-    prompt is within ``threshold`` cosine similarity of the mission, else "no". It lets the whole
-    annotator pipeline (queue, batches, parsing, cache) run without an LLM."""
-
-    def __init__(self, threshold: float) -> None:
-        from gendm.lm import GenerationSettings, SentenceEmbedder
-
-        self.embedder, self.threshold = SentenceEmbedder.default(), threshold
-        self.model_id, self.settings = f"embed-judge@{threshold}", GenerationSettings()
-
-    def complete(self, prompts: list[str], **gen: Any) -> list[Any]:
-        import re
-
-        from gendm.lm import Completion
-
-        pairs = [
-            (re.search(r"mission: (.*)\.\n", p).group(1), re.search(r"Event: (.*)\.\n", p).group(1))
-            for p in prompts
-        ]
-        vecs = self.embedder.embed([t for pair in pairs for t in pair])
-        sims = (vecs[0::2] * vecs[1::2]).sum(-1)
-        return [Completion("yes" if s >= self.threshold else "no") for s in sims]
-
-    def chat(self, conversations: list, **gen: Any) -> list[Any]:
-        return self.complete([c[-1]["content"] for c in conversations], **gen)
-
-    def logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
-        raise NotImplementedError
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.embed(texts)
-
-
-def make_source(method: str, num_envs: int, obs_dim: int, args: argparse.Namespace, seed: int) -> Any:
-    from gendm.rewards import RND, CaptionAnnotator, EmbeddingGoalReward, LMFeedbackReward
-
+def intrinsic_settings(method: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The method's exploration reward as a ``gendm.rewards.factory`` spec (None for plain PPO)."""
+    if method == "ppo":
+        return None
     if method == "rnd":
-        return RND(obs_dim, seed=seed)
-    if method == "ellm":
-        from gendm.lm import SentenceEmbedder
-
-        return EmbeddingGoalReward(SentenceEmbedder.default(), num_envs, args.ellm_threshold, beta=args.beta)
+        return {"kind": "rnd", "coef": args.rnd_coef}
+    table = {"kind": method, "coef": args.caption_coef, "beta": args.beta, "threshold": args.ellm_threshold}
     if method == "lm":
-        if args.lm == "embed":
-            backend: Any = EmbeddingJudge(args.ellm_threshold)
-        else:
-            from gendm.lm import make_backend
-
-            backend = make_backend(args.lm)
-        if args.lm_cache:
-            from gendm.lm import CachedBackend
-
-            backend = CachedBackend(backend, args.lm_cache)
-        annotator = CaptionAnnotator(backend, batch_size=args.lm_batch, chat=args.lm_chat)
-        return LMFeedbackReward(annotator, num_envs, beta=args.beta)
-    raise ValueError(method)
+        table |= {"backend": args.lm, "cache": args.lm_cache, "batch": args.lm_batch, "chat": args.lm_chat}
+    return table
 
 
 def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from gendm.rewards import IntrinsicReward, register_captioned
+    from gendm.rewards import register_captioned
     from gendm.train.intrinsic import IntrinsicTrainer
     from gendm.train.loop import TrainSettings
 
@@ -128,6 +81,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         seed=seed,
         out_dir=Path(args.out) / "runs" / f"{task}_{method}_s{seed}",
         overrides={"num_envs": args.num_envs, "num_steps": args.num_steps, "ent_coef": args.ent_coef},
+        intrinsic=intrinsic_settings(method, args),
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         eval_deterministic=not args.eval_stochastic,
@@ -136,19 +90,8 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         resume=False,
         threads=1,
     )
-    source: list[Any] = []
-
-    def wrap(env: Any) -> Any:
-        source.append(make_source(method, env.num_envs, env.single_observation_space.shape[0], args, seed))
-        return IntrinsicReward(env, source[0], args.rnd_coef if method == "rnd" else args.caption_coef)
-
     t0 = time.perf_counter()
-    trainer = IntrinsicTrainer(s, None if method == "ppo" else wrap, method)
-    try:
-        summary = trainer.run()
-    finally:
-        if source and hasattr(source[0], "annotator"):
-            source[0].annotator.close()
+    summary = IntrinsicTrainer(s).run()
     curve = summary["curve"]
     success_at = {}
     for b in args.budgets:
