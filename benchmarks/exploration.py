@@ -151,6 +151,28 @@ def table(agg: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+def per_seed_table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """Raw numbers: per task and method, each seed's frames to first success and success at each budget."""
+    lines = [
+        "| task | method | frames to first success (seeds 0..) | "
+        + " | ".join(f"success@{b} (seeds 0..)" for b in args.budgets)
+        + " | env steps/s |",
+        "|---|---|---|" + "---|" * len(args.budgets) + "---|",
+    ]
+    for task in args.tasks:
+        for method in args.methods:
+            rows = sorted(
+                (r for r in results if r["task"] == task and r["method"] == method), key=lambda r: r["seed"]
+            )
+            if not rows:
+                continue
+            frames = ", ".join(str(r["first_success_step"] or f">{args.steps}") for r in rows)
+            cells = [", ".join(f"{r['success_at'][str(b)]:.1f}" for r in rows) for b in args.budgets]
+            speed = np.mean([r["env_steps_per_s"] for r in rows])
+            lines.append(f"| {task} | {method} | {frames} | " + " | ".join(cells) + f" | {speed:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["DoorKey-8x8", "KeyCorridorS3R3", "MultiRoom-N4-S5"])
@@ -222,7 +244,7 @@ def main() -> None:
     agg = aggregate(results, args)
     report = {"args": vars(args), "results": results, "aggregate": agg}
     (out / "exploration.json").write_text(json.dumps(report, indent=1))
-    text = table(agg, args)
+    text = table(agg, args) + "\n\n" + per_seed_table(results, args)
     (out / "exploration.md").write_text(text + "\n")
     print(text)
 
