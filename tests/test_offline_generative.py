@@ -139,14 +139,19 @@ def test_selected_actions_beat_the_proposals_and_the_data(trained, data, algo):
         assert r_sel > r_prop + 0.2 and r_sel > 0.85, (r_sel, r_prop)
     else:
         assert r_prop > behaviour + 0.4 and r_sel > r_prop - 0.03, (r_sel, r_prop)
-    # The critic ranks the selection above the proposals, and it is close to the true reward.
-    assert agent.q_value(obs, selected).mean() > agent.q_value(obs, proposals).mean()
+    # The critic is close to the true reward of what is selected.
     assert (agent.q_value(obs, selected) - reward(obs, selected)).abs().mean() < 0.2
-    # Greedy selection among the candidates is at least as good as a single proposal, in truth too.
+    # Greedy selection among the candidates: ranked above a single proposal by the critic (for
+    # Diffusion-QL's softmax at temperature 1 over Q values ~0.1 apart, only argmax is a clear
+    # ranking), and at least as good in truth.
     agent.config.selector = "argmax"
     torch.manual_seed(0)
-    greedy = float(reward(obs, agent.act(obs)).mean())
+    greedy_actions = agent.act(obs)
+    greedy = float(reward(obs, greedy_actions).mean())
     agent.config.selector = ALGOS.get(algo).config_cls().selector
+    assert agent.q_value(obs, greedy_actions).mean() > agent.q_value(obs, proposals).mean()
+    if algo == "idql":
+        assert agent.q_value(obs, selected).mean() > agent.q_value(obs, proposals).mean()
     assert greedy > r_prop + (0.3 if algo == "idql" else 0.0), (greedy, r_prop)
 
 

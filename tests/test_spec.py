@@ -77,9 +77,11 @@ def test_builtin_demo_spec_and_bad_toml(tmp_path, monkeypatch):
     expert = collect("gendm/TwoPathReach-v0", "expert", episodes=2, progress=False)
     save_dataset(expert, "gendm/twopath/expert-v0")
     demo = load_spec("demo")
-    methods = {"sac", "td3", "ppo", "dqn", "bc", "diffusion_policy"}
+    methods = {"sac", "td3", "ppo", "dqn", "bc", "diffusion_policy", "ppo_minigrid", "ppo_lm_feedback"}
     assert {r.method for r in demo.runs} == methods and demo.seeds == [0, 1, 2]
     assert sorted(r.seed for r in demo.runs if r.method == "diffusion_policy") == [0, 1, 2, 3, 4]
+    lm = [r for r in demo.runs if r.method == "ppo_lm_feedback"]
+    assert len(lm) == 5 and all(r.intrinsic == {"kind": "lm"} and not r.eval_deterministic for r in lm)
     bad = tmp_path / "bad.toml"
     bad.write_text("name = [")
     with pytest.raises(SpecError, match="not valid TOML"):
