@@ -62,7 +62,11 @@ class ReActParser:
         if "action" not in f:
             return UNKNOWN
         action = self.actions(f["action"])
-        return UNKNOWN if action is UNKNOWN else ReActStep(f.get("thought", ""), action)
+        return UNKNOWN if action is UNKNOWN else self.step(f, action)
+
+    def step(self, fields: dict[str, str], action: str) -> ReActStep:
+        """The parsed answer, from its fields and its (valid) action."""
+        return ReActStep(fields.get("thought", ""), action)
 
 
 class ReActAgent:

@@ -17,7 +17,6 @@ from typing import Any
 
 from gendm.language_agents.base import Turn
 from gendm.language_agents.react import ReActAgent, ReActParser, ReActStep
-from gendm.lm import UNKNOWN
 
 STATE_KEYS = ("goal", "current location", "inventory")
 _LINE = re.compile(
@@ -48,17 +47,9 @@ class StateActParser(ReActParser):
             found.setdefault("current location" if key == "location" else key, m.group(2))
         return found
 
-    def __call__(self, text: str) -> Any:
-        if not isinstance(text, str):
-            return UNKNOWN
-        f = self.fields(text)
-        if "action" not in f:
-            return UNKNOWN
-        action = self.actions(f["action"])
-        if action is UNKNOWN:
-            return UNKNOWN
-        state = {k: f[k] for k in STATE_KEYS if f.get(k)}
-        return StateActStep(f.get("thought", ""), action, state)
+    def step(self, fields: dict[str, str], action: str) -> StateActStep:
+        state = {k: fields[k] for k in STATE_KEYS if fields.get(k)}
+        return StateActStep(fields.get("thought", ""), action, state)
 
 
 class StateActAgent(ReActAgent):
