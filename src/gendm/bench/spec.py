@@ -41,7 +41,6 @@ from gendm.core.config import apply_overrides, to_dict
 from gendm.core.errors import GendmError, SpecError, suggest
 from gendm.envs import check_env_id
 from gendm.envs.references import SUITES
-from gendm.rewards.factory import parse_intrinsic
 
 TOP_KEYS = {
     "name": str,
@@ -212,6 +211,8 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
                 raise SpecError(
                     f"Spec field {where}intrinsic: {algo} is offline; exploration rewards are online only."
                 )
+            from gendm.rewards.factory import parse_intrinsic  # the rewards layer only when asked for
+
             try:
                 intrinsic = parse_intrinsic(table["intrinsic"]).to_dict()
             except GendmError as e:
