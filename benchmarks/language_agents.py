@@ -182,11 +182,7 @@ def sft_policy(
 
 def served_model(args: argparse.Namespace) -> Any:
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
-    backend = (
-        make_backend(args.backend, settings=settings)
-        if args.backend.startswith("hf:")
-        else make_backend(args.backend)
-    )
+    backend = make_backend(args.backend, settings=settings)
     return CachedBackend(backend, args.cache) if args.cache else backend
 
 

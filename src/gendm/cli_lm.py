@@ -76,11 +76,7 @@ def agent(args: argparse.Namespace) -> int:
     from gendm.lm import CachedBackend, GenerationSettings, make_backend
 
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
-    backend: Any = (
-        make_backend(args.backend, settings=settings)
-        if args.backend.startswith("hf:")
-        else make_backend(args.backend)
-    )
+    backend: Any = make_backend(args.backend, settings=settings)
     if args.cache:
         backend = CachedBackend(backend, args.cache)
     env = make_text_env(args.env, args.max_steps)

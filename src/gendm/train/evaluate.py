@@ -53,14 +53,16 @@ def evaluate_episodes(
     of a run sees the same initial states.
 
     ``deterministic=False`` samples the policy's actions instead, from a torch RNG seeded with ``seed``
-    (forked: training's random state is untouched). Partially observed tasks such as MiniGrid need it:
-    an argmax policy that cannot tell two cells apart loops forever where its sampled twin succeeds.
+    (forked, on the agent's device too: training's random state is untouched). Partially observed
+    tasks such as MiniGrid need it: an argmax policy that cannot tell two cells apart loops forever
+    where its sampled twin succeeds.
 
     Agents with per-episode state learn when episodes start through the optional
     ``agent.reset_episodes(mask)`` hook: all True after the reset, then True for every sub-env whose
     episode just ended (its next observation is already the first one of a new episode).
     """
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(agent.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         return _episodes(agent, env, episodes, seed, deterministic)
 
