@@ -258,9 +258,13 @@ def _report(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     if args.what == "algos":
         from gendm.agents import ALGOS
+        from gendm.train.language import LANGUAGE_SUMMARIES
 
         for name, spec in ALGOS.items():
             print(f"{name:<8} {spec.kind:<11} actions: {'/'.join(spec.action_spaces):<13} {spec.summary}")
+        print("Language methods (`gendm agent`, `gendm finetune`, or `algo = NAME` in a bench spec):")
+        for name, what in LANGUAGE_SUMMARIES.items():
+            print(f"{name:<8} {what}")
     elif args.what in ("envs", "suites"):
         from gendm.envs.references import REFERENCES, SUITES
 

@@ -71,30 +71,29 @@ def add_parsers(sub: Any, formatter: type) -> None:
 
 
 def agent(args: argparse.Namespace) -> int:
-    from gendm.language_agents import LanguageAgentConfig, run_episodes
-    from gendm.language_agents.play import fit_q, make_agent, make_text_env
-    from gendm.lm import CachedBackend, GenerationSettings, make_backend
+    from gendm.language_agents import LanguageAgentConfig
+    from gendm.language_agents.play import play
 
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
-    backend: Any = make_backend(args.backend, settings=settings)
-    if args.cache:
-        backend = CachedBackend(backend, args.cache)
-    env = make_text_env(args.env, args.max_steps)
     config = LanguageAgentConfig(chat=args.chat, history=args.history, max_new_tokens=args.max_new_tokens)
-    q, q_info = (None, None)
-    if args.agent == "react+q":
-        q, q_info = fit_q(args.env, args.q_episodes, seed=args.seed)
+    stats, q_info = play(
+        args.agent,
+        args.env,
+        args.backend,
+        config,
+        args.episodes,
+        args.seed,
+        q_seed=args.seed,
+        max_steps=args.max_steps,
+        cache=args.cache,
+        num_candidates=args.num_candidates,
+        proposal=args.proposal,
+        q_episodes=args.q_episodes,
+    )
+    if q_info is not None:
         print(
             f"Q-model: held-out ranking accuracy {q_info['ranking_accuracy']:.3f} "
             f"over {q_info['pairs']} pairs"
         )
-    player = make_agent(args.agent, backend, config, q, args.num_candidates, args.proposal)
-    try:
-        stats = run_episodes(player, env, args.episodes, seed=args.seed)
-    finally:
-        env.close()
-        if isinstance(backend, CachedBackend):
-            backend.close()
     out = args.out or Path("runs") / f"agent-{args.agent}-{Path(args.env).stem.replace('/', '_')}"
     out.mkdir(parents=True, exist_ok=True)
     summary = {"agent": args.agent, "env": args.env, "backend": args.backend, **stats, "q_model": q_info}

@@ -365,6 +365,11 @@ def _section_curves(ctx: _Ctx, plot_curves) -> None:
         runs = [r for method in ctx.methods for r in ctx.grouped[method].get(task, [])]
         offline = bool(runs) and all(r.env_steps == 0 for r in runs)  # a dataset task: x is grad steps
         xlabel = "gradient steps (offline)" if offline else "environment steps"
+        if task.startswith("text:"):  # LOOP's curves are keyed by iterations (gendm.train.language)
+            xlabel = "fine-tuning iterations"
+        elif runs and all(len(r.curve) == 1 and r.curve[0][0] == 0 for r in runs):
+            xlabel = "environment steps"
+            notes.append("Evaluation only (frozen models, e.g. prompting agents): one point at step 0.")
         path = plot_curves(
             curves, ctx.plots / f"curves_{name}.png", title=task, reps=min(ctx.reps, 2000), xlabel=xlabel
         )

@@ -15,7 +15,10 @@ from gendm.envs.references import reference
 
 def task_reference(task: str) -> tuple[float, float] | None:
     """(random, expert) returns for normalising a task's scores: the suite references of an env id;
-    for a dataset task, the dataset's ref_min_score / ref_max_score (else its env's references)."""
+    for a dataset task, the dataset's ref_min_score / ref_max_score (else its env's references); a
+    text task's score is a success rate and stays as it is (0 never right, 1 always)."""
+    if task.startswith("text:"):
+        return 0.0, 1.0
     ref = reference(task)
     if ref is not None:
         return ref.random_return, ref.expert_return

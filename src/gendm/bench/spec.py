@@ -22,6 +22,18 @@ into runs. Every mistake is reported with the path of the offending field (``tas
 
     [[tasks]]                      # a dataset is a task for offline methods (iql, td3bc, bc):
     dataset = "gendm/pendulum/medium-v0"   # evaluated in the dataset's env; steps = gradient steps
+
+    [methods.react]                # a language agent (react, stateact, react+q) over a model backend:
+    backend = "openai:http://127.0.0.1:8000/v1#my-model"   # or "hf:/path/to/model-dir"
+    set = { history = 2, chat = true }     # gendm.train.language.AgentRunConfig fields
+                                   # plays eval_episodes episodes per seed on text environments:
+    [[tasks]]                      # MiniGrid / BabyAI levels or TextWorld game files
+    env = "BabyAI-GoToRedBallNoDists-v0"
+
+    [methods.loop]                 # RL fine-tuning of a language model (LOOP); steps = iterations
+    set = { group_size = 4 }       # backend = "hf:/path/to/model-dir" (default: a tiny GPT-2)
+    [[tasks]]
+    text_task = "addition"
 """
 
 from __future__ import annotations
@@ -54,11 +66,12 @@ TOP_KEYS = {
     "methods": dict,
     "tasks": list,
 }
-METHOD_KEYS = {"algo": str, "set": dict, "description": str, "intrinsic": (str, dict)}
+METHOD_KEYS = {"algo": str, "set": dict, "description": str, "intrinsic": (str, dict), "backend": str}
 TASK_KEYS = {
     "env": str,
     "suite": str,
     "dataset": str,
+    "text_task": str,
     "methods": list,
     "steps": int,
     "eval_every": int,
@@ -85,11 +98,13 @@ class RunSpec:
     """An online method's exploration reward (``gendm.rewards.factory``), fields that differ from defaults."""
     eval_deterministic: bool = True
     """False: evaluation samples the policy's actions (``gendm.train.evaluate``)."""
+    backend: str | None = None
+    """A language method's model (``gendm.lm.make_backend`` spec); None for the tiny LOOP model."""
 
     @property
     def run_id(self) -> str:
         # fields added later enter the identity only when not at their default, so older ids never change
-        later = {"intrinsic": None, "eval_deterministic": True}
+        later = {"intrinsic": None, "eval_deterministic": True, "backend": None}
         key = {
             k: v for k, v in asdict(self).items() if k != "overrides" and not (k in later and v == later[k])
         }
@@ -97,7 +112,8 @@ class RunSpec:
 
     @property
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps([self.algo, self.config], sort_keys=True).encode()).hexdigest()[:16]
+        key = [self.algo, self.config] + ([self.backend] if self.backend is not None else [])
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -189,35 +205,13 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
     if budgets is not None and not all(isinstance(b, int) and b > 0 for b in budgets):
         raise SpecError(f"Spec field budgets must be a list of positive integers, got {budgets!r}.")
 
-    methods: dict[str, tuple[str, dict, dict, dict | None]] = {}
+    methods: dict[str, _Method] = {}
     for name, table in data["methods"].items():
         where = f"methods.{name}."
         if not isinstance(table, dict):
             raise SpecError(f"Spec field methods.{name} must be a table, got {table!r}.")
         _check_keys(table, METHOD_KEYS, where)
-        algo = table.get("algo", name)
-        try:
-            spec = ALGOS.get(algo)
-        except GendmError as e:
-            raise SpecError(f"Spec field {where}algo: {e}") from None
-        overrides = table.get("set", {})
-        try:
-            config = to_dict(apply_overrides(spec.config_cls(), overrides))
-        except GendmError as e:
-            raise SpecError(f"Spec field {where}set: {e}") from None
-        intrinsic = None
-        if "intrinsic" in table:
-            if spec.kind == "offline":
-                raise SpecError(
-                    f"Spec field {where}intrinsic: {algo} is offline; exploration rewards are online only."
-                )
-            from gendm.rewards.factory import parse_intrinsic  # the rewards layer only when asked for
-
-            try:
-                intrinsic = parse_intrinsic(table["intrinsic"]).to_dict()
-            except GendmError as e:
-                raise SpecError(f"Spec field {where}intrinsic: {e}") from None
-        methods[name] = (algo, overrides, config, intrinsic)
+        methods[name] = _parse_method(name, table, where)
     if not methods:
         raise SpecError("Spec field methods is empty: define at least one [methods.NAME] table.")
 
@@ -230,19 +224,20 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
         if not isinstance(task, dict):
             raise SpecError(f"Spec field tasks[{i}] must be a table or an env id, got {task!r}.")
         _check_keys(task, TASK_KEYS, where)
-        if sum(k in task for k in ("env", "suite", "dataset")) != 1:
-            raise SpecError(f"Spec field tasks[{i}] needs exactly one of 'env', 'suite' or 'dataset'.")
-        if "dataset" in task:
-            env_ids = [task["dataset"]]
-        elif "suite" in task:
+        if sum(k in task for k in TASK_KINDS) != 1:
+            raise SpecError(f"Spec field tasks[{i}] needs exactly one of {', '.join(map(repr, TASK_KINDS))}.")
+        kind = next(k for k in TASK_KINDS if k in task)
+        if kind == "suite":
             if task["suite"] not in SUITES:
                 raise SpecError(
                     f"Spec field {where}suite: unknown suite {task['suite']!r}."
                     f"{suggest(task['suite'], SUITES)} Suites: {', '.join(SUITES)}."
                 )
-            env_ids = list(SUITES[task["suite"]])
+            env_ids, kind = list(SUITES[task["suite"]]), "env"
+        elif kind == "text_task":
+            env_ids = [_text_task(task["text_task"], where)]
         else:
-            env_ids = [task["env"]]
+            env_ids = [task[kind]]
         explicit = task.get("methods")
         for m in explicit or []:
             if m not in methods:
@@ -253,27 +248,28 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
         budget = {k: _positive(task.get(k, defaults[k]), where + k) for k in defaults}
         budget["eval_deterministic"] = task.get("eval_deterministic", data.get("eval_deterministic", True))
         task_seeds = _seeds(task["seeds"], where + "seeds") if "seeds" in task else seeds
-        is_dataset = "dataset" in task
         for env_id in env_ids:
-            space_of = _dataset_action_space if is_dataset else _env_action_space
-            action_space = space_of(env_id, where)
+            target = _Task(kind, env_id, where)
             for name in explicit or list(methods):
-                algo, overrides, config, intrinsic = methods[name]
-                offline = ALGOS.get(algo).kind == "offline"
-                reason = None
-                if offline and not is_dataset:
-                    reason = f"{name} ({algo}) learns from a dataset, and {env_id} is an environment"
-                elif is_dataset and not offline:
-                    reason = f"{name} ({algo}) is an online algorithm, and {env_id} is a dataset"
-                elif not ALGOS.get(algo).supports(action_space):
-                    reason = f"{name} ({algo}) cannot act in {env_id} ({type(action_space).__name__} actions)"
+                method = methods[name]
+                reason = target.refuses(name, method)
                 if reason is not None:
                     if explicit:
                         raise SpecError(f"Spec field {where}methods: {reason}.")
                     skipped.append(reason)
                     continue
                 runs += [
-                    RunSpec(name, algo, overrides, config, env_id, seed, **budget, intrinsic=intrinsic)
+                    RunSpec(
+                        name,
+                        method.algo,
+                        method.overrides,
+                        method.config,
+                        env_id,
+                        seed,
+                        **budget,
+                        intrinsic=method.intrinsic,
+                        backend=method.backend,
+                    )
                     for seed in task_seeds
                 ]
     ids = [r.run_id for r in runs]
@@ -284,12 +280,181 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
     return BenchSpec(str(data.get("name", "bench")), seeds, runs, budgets, skipped)
 
 
-def _env_action_space(env_id: str, where: str) -> gym.Space:
+TASK_KINDS = ("env", "suite", "dataset", "text_task")
+
+
+@dataclass(frozen=True)
+class _Method:
+    algo: str
+    family: str
+    """online, offline, agent (a language agent) or finetune (RL fine-tuning of a language model)."""
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+    intrinsic: dict[str, Any] | None = None
+    backend: str | None = None
+
+
+def _parse_method(name: str, table: dict[str, Any], where: str) -> _Method:
+    from gendm.train.language import AGENT_METHODS, LANGUAGE_METHODS, language_config
+
+    algo = table.get("algo", name)
+    overrides = table.get("set", {})
+    backend = table.get("backend")
+    if algo in LANGUAGE_METHODS:
+        family = "agent" if algo in AGENT_METHODS else "finetune"
+        for key in ("intrinsic",):
+            if key in table:
+                raise SpecError(f"Spec field {where}{key}: {algo} is a language method; it takes no {key}.")
+        if backend is None and family == "agent":
+            raise SpecError(
+                f"Spec field {where}backend is missing: {algo} prompts a language model "
+                '(backend = "hf:/path/to/model-dir" or "openai:http://host:port/v1#model").'
+            )
+        if backend is not None:
+            _check_backend(backend, where + "backend", fine_tuned=family == "finetune")
+        try:
+            config = to_dict(language_config(algo, overrides, backend))
+        except GendmError as e:
+            raise SpecError(f"Spec field {where}set: {e}") from None
+        return _Method(algo, family, overrides, config, backend=backend)
+    if algo not in ALGOS:
+        names = [*ALGOS, *LANGUAGE_METHODS]
+        raise SpecError(
+            f"Spec field {where}algo: unknown algorithm {algo!r}.{suggest(algo, names)} "
+            f"Algorithms: {', '.join(names)}."
+        )
+    spec = ALGOS.get(algo)
+    if backend is not None:
+        raise SpecError(f"Spec field {where}backend: {algo} is no language method; drop the backend.")
+    try:
+        config = to_dict(apply_overrides(spec.config_cls(), overrides))
+    except GendmError as e:
+        raise SpecError(f"Spec field {where}set: {e}") from None
+    intrinsic = None
+    if "intrinsic" in table:
+        if spec.kind == "offline":
+            raise SpecError(
+                f"Spec field {where}intrinsic: {algo} is offline; exploration rewards are online only."
+            )
+        from gendm.rewards.factory import parse_intrinsic  # the rewards layer only when asked for
+
+        try:
+            intrinsic = parse_intrinsic(table["intrinsic"]).to_dict()
+        except GendmError as e:
+            raise SpecError(f"Spec field {where}intrinsic: {e}") from None
+    family = "offline" if spec.kind == "offline" else "online"
+    return _Method(algo, family, overrides, config, intrinsic)
+
+
+def _check_backend(value: str, where: str, fine_tuned: bool) -> None:
+    """The form of a backend spec (nothing is loaded or contacted here: workers may run elsewhere)."""
+    kind, _, rest = value.partition(":")
+    if fine_tuned and kind != "hf":
+        raise SpecError(
+            f"Spec field {where}: fine-tuning changes the weights, so it needs a local model directory "
+            f'("hf:/path/to/model-dir"), got {value!r}.'
+        )
+    if (kind == "hf" and rest) or (kind == "openai" and "#" in rest):
+        return
+    raise SpecError(
+        f'Spec field {where}: {value!r} is no backend; use "hf:/path/to/model-dir" or '
+        '"openai:http://host:port/v1#model".'
+    )
+
+
+def _text_task(name: str, where: str) -> str:
+    from gendm.train.language import TEXT_TASKS
+
+    task = f"text:{name}"
+    if task not in TEXT_TASKS:
+        names = [t.removeprefix("text:") for t in TEXT_TASKS]
+        raise SpecError(
+            f"Spec field {where}text_task: unknown text task {name!r}.{suggest(name, names)} "
+            f"Text tasks: {', '.join(names)}."
+        )
+    return task
+
+
+class _Task:
+    """One task of the spec and which methods can run on it (an action space is made only if asked)."""
+
+    def __init__(self, kind: str, env_id: str, where: str) -> None:
+        self.kind, self.env_id, self.where = kind, env_id, where
+        self._space: tuple[gym.Space | None, gym.Space] | None = None
+        self._text: str | None = None  # why env_id is no text environment ("" if it is one)
+        if kind == "env" and not _is_game_file(env_id):
+            _check_env(env_id, where)
+
+    def refuses(self, name: str, m: _Method) -> str | None:
+        """Why method ``name`` cannot run on this task, or None."""
+        env_id, label = self.env_id, f"{name} ({m.algo})"
+        if m.family == "agent":
+            if self.kind != "env":
+                return f"{label} is a language agent, and {env_id} is not a text environment"
+            why = self._text_env()
+            return f"{label} is a language agent, and {why}" if why else None
+        if m.family == "finetune":
+            if self.kind == "text_task":
+                return None
+            return f"{label} fine-tunes a language model on a text task, and {env_id} is not one"
+        if self.kind == "text_task":
+            return f'{label} cannot learn text task {env_id}: only LOOP (algo = "loop") fine-tunes there'
+        if m.family == "offline" and self.kind != "dataset":
+            return f"{label} learns from a dataset, and {env_id} is an environment"
+        if self.kind == "dataset" and m.family != "offline":
+            return f"{label} is an online algorithm, and {env_id} is a dataset"
+        if _is_game_file(env_id):
+            return f"{label} cannot play TextWorld game file {env_id}: language agents only"
+        observations, space = self._spaces()
+        if not ALGOS.get(m.algo).supports(space):
+            return f"{label} cannot act in {env_id} ({type(space).__name__} actions)"
+        if observations is not None and not isinstance(observations, gym.spaces.Box):
+            return f"{label} needs vector observations, and {env_id} has {type(observations).__name__} ones"
+        return None
+
+    def _spaces(self) -> tuple[gym.Space | None, gym.Space]:
+        """(observation space or None for a dataset, action space)."""
+        if self._space is None:
+            if self.kind == "dataset":
+                self._space = (None, _dataset_action_space(self.env_id, self.where))
+            else:
+                _check_env(self.env_id, self.where)
+                env = gym.make(self.env_id)
+                self._space = (env.observation_space, env.action_space)
+                env.close()
+        return self._space
+
+    def _text_env(self) -> str:
+        if self._text is None:
+            from gendm.language_agents.play import check_text_env
+
+            try:
+                check_text_env(self.env_id)
+                self._text = ""
+            except GendmError as e:
+                if _is_game_file(self.env_id):  # a missing game file is a mistake, not a mismatch
+                    raise SpecError(f"Spec field {self.where}env: {e}") from None
+                self._text = str(e).rstrip(".")
+        return self._text
+
+
+def _is_game_file(env_id: str) -> bool:
+    return Path(env_id).suffix in (".z8", ".ulx", ".z5")
+
+
+def _check_env(env_id: str, where: str) -> None:
     try:
         check_env_id(env_id)
     except GendmError as e:
+        if env_id.startswith(("BabyAI-", "MiniGrid-")):  # registered by minigrid, imported lazily
+            try:
+                import minigrid  # noqa: F401
+
+                check_env_id(env_id)
+                return
+            except (ImportError, GendmError):
+                pass
         raise SpecError(f"Spec field {where}env: {e}") from None
-    return gym.make(env_id).action_space
 
 
 def _dataset_action_space(name: str, where: str) -> gym.Space:

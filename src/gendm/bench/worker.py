@@ -16,33 +16,53 @@ from gendm.bench.spec import RunSpec
 def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Train one run (resuming from ``run_dir`` if a checkpoint is there); return its summary. The
     task of an offline algorithm is a dataset (evaluated in the dataset's env); ``train`` dispatches
-    to the offline loop."""
-    from gendm.agents import ALGOS
-    from gendm.train import TrainSettings, train
-
-    offline = ALGOS.get(spec.algo).kind == "offline"
-    settings = TrainSettings(
-        spec.algo,
-        None if offline else spec.task,
-        dataset=spec.task if offline else None,
-        intrinsic=spec.intrinsic,
-        steps=spec.steps,
-        seed=spec.seed,
-        device=device,
-        out_dir=run_dir,
-        overrides=spec.overrides,
-        eval_every=spec.eval_every,
-        eval_episodes=spec.eval_episodes,
-        eval_deterministic=spec.eval_deterministic,
-        resume=True,
-        progress=False,
-        threads=threads,
-    )
+    to the offline loop. Language methods run through ``gendm.train.language`` (no resume)."""
     try:
-        summary = train(settings)
+        summary = _run(spec, run_dir, threads, device)
     except Exception as e:  # the run is marked failed with the reason; the bench goes on
         summary = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
     return summary | {"run_id": spec.run_id}
+
+
+def _run(spec: RunSpec, run_dir: Path, threads: int | None, device: str) -> dict[str, Any]:
+    from gendm.agents import ALGOS
+    from gendm.train import TrainSettings, train
+    from gendm.train.language import LANGUAGE_METHODS, run_language_method
+
+    if spec.algo in LANGUAGE_METHODS:
+        return run_language_method(
+            spec.algo,
+            spec.task,
+            seed=spec.seed,
+            steps=spec.steps,
+            eval_every=spec.eval_every,
+            eval_episodes=spec.eval_episodes,
+            overrides=spec.overrides,
+            backend=spec.backend,
+            out_dir=run_dir,
+            device=device,
+            threads=threads,
+        )
+    offline = ALGOS.get(spec.algo).kind == "offline"
+    return train(
+        TrainSettings(
+            spec.algo,
+            None if offline else spec.task,
+            dataset=spec.task if offline else None,
+            intrinsic=spec.intrinsic,
+            steps=spec.steps,
+            seed=spec.seed,
+            device=device,
+            out_dir=run_dir,
+            overrides=spec.overrides,
+            eval_every=spec.eval_every,
+            eval_episodes=spec.eval_episodes,
+            eval_deterministic=spec.eval_deterministic,
+            resume=True,
+            progress=False,
+            threads=threads,
+        )
+    )
 
 
 def main() -> int:

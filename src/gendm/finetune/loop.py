@@ -215,6 +215,7 @@ class LOOPTrainer:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.generator = torch.Generator().manual_seed(config.seed)
         self._order: list[int] = []
+        self.optimizer_steps = 0
         self.metrics: list[dict[str, float]] = []
         """One dict per iteration: reward, loss, clip_frac, approx_kl, completion length, seconds."""
 
@@ -325,6 +326,7 @@ class LOOPTrainer:
                     self.model.parameters(), cfg.max_grad_norm
                 )
                 self.optimizer.step()
+                self.optimizer_steps += 1
                 stats["loss"] = loss.detach()
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0) + value

@@ -89,7 +89,7 @@ class AdditionTask:
             ids = torch.cat([prompt_ids[rows], answer[:, None], eos], dim=1)
             labels = ids.clone()
             labels[:, : prompt_ids.shape[1]] = -100
-            loss = model(input_ids=ids, labels=labels).loss
+            loss = model(input_ids=ids.to(model.device), labels=labels.to(model.device)).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -120,12 +120,16 @@ def finetune_addition(
     pretrain_steps: int = 800,
     correct_prob: float = 0.3,
     progress: bool = False,
+    eval_every: int | None = None,
+    device: str = "cpu",
 ) -> tuple[Any, dict[str, Any]]:
     """LOOP on :class:`AdditionTask`: returns the trainer and a summary (success before/after, curve).
 
     Without ``model_dir``: a tiny GPT-2 built here and pretrained on noisy answers (module docstring),
     success measured exactly (:meth:`AdditionTask.success_probability`). With ``model_dir`` (any local
-    causal LM): success is the mean reward of ``config.group_size`` sampled completions per prompt.
+    causal LM): success is the mean reward of ``config.group_size`` sampled completions per prompt,
+    drawn from a forked RNG so that measuring does not change training. ``eval_every``: success is also
+    measured every that many iterations (``success_curve``: ``[iteration, success]`` pairs from 0).
     """
     import time
 
@@ -135,30 +139,39 @@ def finetune_addition(
     t0 = time.perf_counter()
     if model_dir is None:
         tok = task.build_tokenizer()
-        model = task.build_model(tok, seed=seed)
+        model = task.build_model(tok, seed=seed).to(device)
         task.pretrain_noisy(model, tok, steps=pretrain_steps, correct_prob=correct_prob, seed=seed)
         trainer = LOOPTrainer(model, tok, task.reward, config)
 
         def success() -> float:
             return task.success_probability(trainer.model, trainer.tokenizer)
     else:
-        trainer = LOOPTrainer.from_pretrained(model_dir, task.reward, config)
+        trainer = LOOPTrainer.from_pretrained(model_dir, task.reward, config, device=device)
 
         def success() -> float:
-            return float(trainer.rollout(task.prompts()).rewards.mean())
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + 1)
+                return float(trainer.rollout(task.prompts()).rewards.mean())
 
     torch.manual_seed(seed)
-    initial, t1 = success(), time.perf_counter()
-    curve = trainer.train(task.prompts(), iterations, progress=progress)
-    final = success()
+    t1 = time.perf_counter()
+    success_curve = [[0, success()]]
+    every = eval_every or iterations
+    curve: list[float] = []
+    while len(curve) < iterations:
+        curve += trainer.train(task.prompts(), min(every, iterations - len(curve)), progress=progress)
+        success_curve.append([len(curve), success()])
     summary = {
         "task": f"addition (operands 0..{max_operand})",
         "model": model_dir or "tiny GPT-2 (2x32), pretrained on noisy answers",
         "success_measure": "exact probability" if model_dir is None else "mean reward of sampled completions",
-        "initial_success": initial,
-        "final_success": final,
+        "initial_success": success_curve[0][1],
+        "final_success": success_curve[-1][1],
         "iterations": iterations,
         "reward_curve": curve,
+        "success_curve": success_curve,
+        "completions": iterations * config.prompts_per_iteration * config.group_size,
+        "optimizer_steps": trainer.optimizer_steps,
         "pretrain_s": round(t1 - t0, 2),
         "loop_s": round(time.perf_counter() - t1, 2),
         "seed": seed,

@@ -53,6 +53,28 @@ def make_text_env(env: str, max_steps: int | None = None) -> gym.Env:
     return make_text_minigrid(base_level(env), max_steps=max_steps)
 
 
+def check_text_env(env: str) -> None:
+    """Raise ``ConfigError`` unless ``env`` is an existing TextWorld game file or a MiniGrid / BabyAI
+    level (base id or ``gendm/...-Text-v0`` id) that is registered."""
+    if is_game_file(env):
+        if not Path(env).is_file():
+            raise ConfigError(
+                f"No TextWorld game file {env!r} (make one with `tw-make` or make_textworld_game)."
+            )
+        return
+    level = base_level(env)
+    if not level.startswith(("BabyAI-", "MiniGrid-")) or "-Captioned-" in level:
+        raise ConfigError(
+            f"{env!r} is not a text environment: language agents play MiniGrid / BabyAI levels "
+            "(BabyAI-GoToRedBall-v0 or gendm/BabyAI-GoToRedBall-Text-v0) and TextWorld game files."
+        )
+    import minigrid  # noqa: F401  (registers the MiniGrid and BabyAI ids)
+
+    from gendm.envs.make import check_env_id
+
+    check_env_id(level)
+
+
 def base_level(env: str) -> str:
     """``gendm/BabyAI-GoToRedBall-Text-v0`` -> ``BabyAI-GoToRedBall-v0``; other ids unchanged."""
     return env.removeprefix("gendm/").replace("-Text-", "-")
@@ -100,3 +122,41 @@ def make_agent(
     raise ConfigError(
         f"Unknown language agent {name!r}.{suggest(name, AGENT_NAMES)} Agents: {', '.join(AGENT_NAMES)}."
     )
+
+
+def play(
+    name: str,
+    env: str,
+    backend_spec: str,
+    config: LanguageAgentConfig,
+    episodes: int,
+    first_seed: int = 0,
+    *,
+    q_seed: int = 0,
+    max_steps: int | None = None,
+    cache: str | None = None,
+    num_candidates: int = 4,
+    proposal: str = "logprobs",
+    q_episodes: int = 40,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Build agent ``name`` over ``backend_spec`` (with an optional SQLite response ``cache``), fit its
+    Q-model if it re-ranks, and play ``episodes`` episodes of ``env`` from reset seed ``first_seed``.
+    Returns :func:`~gendm.language_agents.runner.run_episodes`' statistics and the Q-model's
+    (held-out ranking accuracy; None without one)."""
+    from gendm.language_agents.runner import run_episodes
+    from gendm.lm import CachedBackend, GenerationSettings, make_backend
+
+    backend: Any = make_backend(
+        backend_spec, settings=GenerationSettings(max_new_tokens=config.max_new_tokens)
+    )
+    if cache:
+        backend = CachedBackend(backend, cache)
+    text_env = make_text_env(env, max_steps)
+    try:
+        q, q_info = fit_q(env, q_episodes, seed=q_seed) if name == "react+q" else (None, None)
+        agent = make_agent(name, backend, config, q, num_candidates, proposal)
+        return run_episodes(agent, text_env, episodes, seed=first_seed), q_info
+    finally:
+        text_env.close()
+        if isinstance(backend, CachedBackend):
+            backend.close()
