@@ -180,3 +180,22 @@ def test_loop_raises_success_on_the_addition_task(tok):
     final = TASK.success_probability(model, tok)
     assert final > initial + 0.3, (initial, final)
     assert sum(history[-10:]) / 10 > sum(history[:10]) / 10 + 0.2
+
+
+def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
+    from gendm.core.errors import CheckpointError
+    from gendm.finetune.text_tasks import finetune_addition
+
+    config = LOOPConfig(
+        learning_rate=1e-3, max_new_tokens=2, group_size=4, prompts_per_iteration=4, kl_coef=0.1
+    )
+    settings = {"seed": 0, "pretrain_steps": 30, "eval_every": 2}
+    _, whole = finetune_addition(config, 4, **settings)
+    _, first = finetune_addition(config, 2, checkpoint_dir=tmp_path / "ck", **settings)  # stops after 2
+    _, rest = finetune_addition(config, 4, checkpoint_dir=tmp_path / "ck", **settings)
+    assert first["resumed_at"] is None and rest["resumed_at"] == 2
+    for key in ("success_curve", "reward_curve", "optimizer_steps", "completions"):
+        assert rest[key] == whole[key], key
+    assert whole["success_curve"][-1][1] != whole["success_curve"][0][1]  # the weights did move
+    with pytest.raises(CheckpointError, match=r"different run \(differs in: seed\)"):
+        finetune_addition(config, 4, checkpoint_dir=tmp_path / "ck", **settings | {"seed": 1})

@@ -53,12 +53,17 @@ def add_parsers(sub: Any, formatter: type) -> None:
         description="LOOP (leave-one-out PPO without a critic, built on group_advantage) on the addition\n"
         "task: prompts 'add a b =', reward 1 for the right sum. Without --model a tiny GPT-2 is built and\n"
         "pretrained on noisy answers first (runs in about a minute on a CPU core). Writes OUT/summary.json\n"
-        "(success before and after, reward per iteration) and the fine-tuned model in OUT/model.",
+        "(success before and after and every --eval-every iterations, reward per iteration) and the\n"
+        "fine-tuned model in OUT/model. OUT/checkpoint is saved at every measurement: rerun the same\n"
+        "command to resume an interrupted run, or with more --iterations to continue a finished one.",
     )
     f.add_argument("method", choices=["loop"], help="the fine-tuning method")
     f.add_argument("--task", choices=["addition"], default="addition", help="the text task")
     f.add_argument("--model", default=None, help="a local Hugging Face model directory (default: tiny GPT-2)")
     f.add_argument("--iterations", type=int, default=150, help="LOOP iterations")
+    f.add_argument(
+        "--eval-every", type=int, default=25, help="measure success (and checkpoint) every N iterations"
+    )
     f.add_argument("--seed", type=int, default=0, help="random seed")
     f.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -116,11 +121,19 @@ def finetune(args: argparse.Namespace) -> int:
     if args.model is None:  # the tiny model learns from scratch: a larger step, 2-token answers
         defaults |= {"learning_rate": 1e-3, "max_new_tokens": 2, "group_size": 4}
     config = apply_overrides(LOOPConfig(**defaults), args.overrides)
-    trainer, summary = finetune_addition(
-        config, args.iterations, args.seed, model_dir=args.model, progress=not args.no_progress
-    )
     out = args.out or Path("runs") / f"finetune-loop-s{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
+    trainer, summary = finetune_addition(
+        config,
+        args.iterations,
+        args.seed,
+        model_dir=args.model,
+        progress=not args.no_progress,
+        eval_every=args.eval_every,
+        checkpoint_dir=out / "checkpoint",
+    )
+    if summary["resumed_at"] is not None:
+        print(f"resumed from {out / 'checkpoint'} at iteration {summary['resumed_at']}")
     trainer.model.save_pretrained(out / "model")
     trainer.tokenizer.save_pretrained(out / "model")
     summary["config"] = to_dict(config)

@@ -336,6 +336,33 @@ class LOOPTrainer:
             raise TrainingDivergedError(f"LOOP: the loss became {out['loss']} (statistics: {out}).")
         return out
 
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly: weights (tied ones copied apart, which
+        safetensors requires), optimiser, reference model, shuffling state and counters. Sampling's
+        global torch RNG state is the caller's to save beside it."""
+        state: dict[str, Any] = {
+            "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "order": list(self._order),
+            "optimizer_steps": self.optimizer_steps,
+            "metrics": self.metrics,
+        }
+        if self.ref_model is not None:
+            state["ref_model"] = {k: v.clone() for k, v in self.ref_model.state_dict().items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self._order = [int(i) for i in state["order"]]
+        self.optimizer_steps = int(state["optimizer_steps"])
+        self.metrics = list(state["metrics"])
+        if self.ref_model is not None:
+            self.ref_model.load_state_dict(state["ref_model"])
+
     # -- the loop -------------------------------------------------------------------------------------
     def _next_prompts(self, prompts: Sequence[str]) -> list[str]:
         """The next prompts_per_iteration prompts of a reshuffled pass over the data (epoch-wise)."""

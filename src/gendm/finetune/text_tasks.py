@@ -18,7 +18,9 @@ at temperature 1, of the correct first answer token.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,6 +124,7 @@ def finetune_addition(
     progress: bool = False,
     eval_every: int | None = None,
     device: str = "cpu",
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """LOOP on :class:`AdditionTask`: returns the trainer and a summary (success before/after, curve).
 
@@ -130,17 +133,33 @@ def finetune_addition(
     causal LM): success is the mean reward of ``config.group_size`` sampled completions per prompt,
     drawn from a forked RNG so that measuring does not change training. ``eval_every``: success is also
     measured every that many iterations (``success_curve``: ``[iteration, success]`` pairs from 0).
+
+    ``checkpoint_dir``: the trainer, RNG states and curves are saved there (safetensors + JSON) after
+    pretraining and at every measurement, and a later call with the same settings resumes from it
+    (more ``iterations`` continue a finished run); the resumed run equals an uninterrupted one.
     """
+    import dataclasses
     import time
 
     from gendm.finetune.loop import LOOPTrainer
 
     task = AdditionTask(max_operand=max_operand)
+    identity = {
+        "config": dataclasses.asdict(config),
+        "seed": seed,
+        "model": model_dir,
+        "max_operand": max_operand,
+        "pretrain_steps": pretrain_steps if model_dir is None else None,
+        "correct_prob": correct_prob if model_dir is None else None,
+        "eval_every": eval_every,
+    }
+    saved = _resume(checkpoint_dir, identity)
     t0 = time.perf_counter()
     if model_dir is None:
         tok = task.build_tokenizer()
         model = task.build_model(tok, seed=seed).to(device)
-        task.pretrain_noisy(model, tok, steps=pretrain_steps, correct_prob=correct_prob, seed=seed)
+        if saved is None:
+            task.pretrain_noisy(model, tok, steps=pretrain_steps, correct_prob=correct_prob, seed=seed)
         trainer = LOOPTrainer(model, tok, task.reward, config)
 
         def success() -> float:
@@ -153,27 +172,75 @@ def finetune_addition(
                 torch.manual_seed(seed + 1)
                 return float(trainer.rollout(task.prompts()).rewards.mean())
 
-    torch.manual_seed(seed)
+    if saved is None:
+        torch.manual_seed(seed)
+        pretrain_s = time.perf_counter() - t0
+        curve: list[float] = []
+        success_curve = [[0, success()]]
+    else:
+        trainer.load_state_dict(saved["trainer"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        pretrain_s, curve = saved["pretrain_s"], list(saved["reward_curve"])
+        success_curve = [list(point) for point in saved["success_curve"]]
+
+    def save() -> None:
+        if checkpoint_dir is not None:
+            from gendm.core.checkpoint import save_checkpoint_dir
+
+            state = {
+                "trainer": trainer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "pretrain_s": pretrain_s,
+                "reward_curve": curve,
+                "success_curve": success_curve,
+            }
+            save_checkpoint_dir(checkpoint_dir, state, {"identity": identity})
+
+    if saved is None:
+        save()
     t1 = time.perf_counter()
-    success_curve = [[0, success()]]
     every = eval_every or iterations
-    curve: list[float] = []
     while len(curve) < iterations:
         curve += trainer.train(task.prompts(), min(every, iterations - len(curve)), progress=progress)
         success_curve.append([len(curve), success()])
+        save()
     summary = {
         "task": f"addition (operands 0..{max_operand})",
         "model": model_dir or "tiny GPT-2 (2x32), pretrained on noisy answers",
         "success_measure": "exact probability" if model_dir is None else "mean reward of sampled completions",
         "initial_success": success_curve[0][1],
         "final_success": success_curve[-1][1],
-        "iterations": iterations,
+        "iterations": len(curve),
         "reward_curve": curve,
         "success_curve": success_curve,
-        "completions": iterations * config.prompts_per_iteration * config.group_size,
+        "completions": len(curve) * config.prompts_per_iteration * config.group_size,
         "optimizer_steps": trainer.optimizer_steps,
-        "pretrain_s": round(t1 - t0, 2),
+        "resumed_at": None if saved is None else len(saved["reward_curve"]),
+        "pretrain_s": round(pretrain_s, 2),
         "loop_s": round(time.perf_counter() - t1, 2),
         "seed": seed,
     }
     return trainer, summary
+
+
+def _resume(checkpoint_dir: str | Path | None, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved state of a run with this ``identity`` in ``checkpoint_dir``; None if there is none."""
+    if checkpoint_dir is None:
+        return None
+    from gendm.core.checkpoint import find_checkpoint_dir, load_checkpoint
+    from gendm.core.errors import CheckpointError
+
+    found = find_checkpoint_dir(checkpoint_dir)
+    if found is None:
+        return None
+    state, meta = load_checkpoint(found)
+    saved = json.loads(json.dumps(meta.get("identity")))
+    if saved != json.loads(json.dumps(identity)):
+        diff = sorted(
+            k for k in identity if saved is None or saved.get(k) != json.loads(json.dumps(identity[k]))
+        )
+        raise CheckpointError(
+            f"{checkpoint_dir} holds a LOOP checkpoint of a different run (differs in: {', '.join(diff)}). "
+            "Use another output directory, or delete the checkpoint to start over."
+        )
+    return state

@@ -17,7 +17,9 @@ treat them like every other method:
   completions (each one a one-turn episode) and ``grad_steps`` the optimiser steps. Without a model
   directory a tiny GPT-2 is built and pretrained on noisy answers first (``gendm finetune loop``).
 
-An interrupted language run starts again from the beginning: these runs take minutes, not hours.
+An interrupted LOOP run resumes from its checkpoint (``RUN_DIR/checkpoint``, saved at every
+measurement) and ends as an uninterrupted one would; an interrupted agent run plays again from the
+first episode (with a response cache, the answers already paid for cost nothing).
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def run_language_method(
         if task not in TEXT_TASKS:
             raise ConfigError(f"{algo} fine-tunes on a text task ({', '.join(TEXT_TASKS)}), not {task!r}.")
         model = backend.removeprefix("hf:") if backend else None
-        body = _finetune(config, seed, steps, eval_every, model, device)
+        body = _finetune(config, seed, steps, eval_every, model, device, out_dir / "checkpoint")
     wall = time.perf_counter() - t0
     last = body["curve"][-1]
     summary = {
@@ -206,7 +208,13 @@ def _play(algo: str, task: str, seed: int, episodes: int, config: AgentRunConfig
 
 
 def _finetune(
-    config: LOOPRunConfig, seed: int, iterations: int, eval_every: int, model: str | None, device: str
+    config: LOOPRunConfig,
+    seed: int,
+    iterations: int,
+    eval_every: int,
+    model: str | None,
+    device: str,
+    checkpoint_dir: Path,
 ) -> dict:
     from gendm.finetune.text_tasks import finetune_addition
 
@@ -221,6 +229,7 @@ def _finetune(
         correct_prob=config.correct_prob,
         eval_every=eval_every,
         device=device,
+        checkpoint_dir=checkpoint_dir,
     )
     per_iteration = config.prompts_per_iteration * config.group_size
     curve = [
