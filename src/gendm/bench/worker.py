@@ -16,7 +16,8 @@ from gendm.bench.spec import RunSpec
 def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Train one run (resuming from ``run_dir`` if a checkpoint is there); return its summary. The
     task of an offline algorithm is a dataset (evaluated in the dataset's env); ``train`` dispatches
-    to the offline loop. Language methods run through ``gendm.train.language`` (LOOP resumes; agents replay)."""
+    to the offline loop. Language methods run through ``gendm.train.language`` (LOOP resumes, agents
+    replay)."""
     try:
         summary = _run(spec, run_dir, threads, device)
     except Exception as e:  # the run is marked failed with the reason; the bench goes on
