@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,12 @@ def agent(args: argparse.Namespace) -> int:
     atomic_write_json(out / "summary.json", summary)
     print(
         f"{args.agent} on {args.env}: success {stats['success_rate']:.2f} over {stats['episodes']} episodes, "
-        f"mean steps {stats['mean_steps']:.1f}, unreadable answers {stats['parse_failures']}, "
+        f"mean steps {stats['mean_steps']:.1f}, unreadable answers {stats['parse_failures']} "
+        f"(backend failures among them {stats['backend_errors']}), "
         f"LM calls {stats['lm_calls']}, cache hits {stats['cache_hits']}, {stats['wall_s']:.1f} s"
     )
+    if stats["backend_errors"]:
+        print(f"warning: the language model failed on some turns: {stats['last_error']}", file=sys.stderr)
     print(f"summary: {out / 'summary.json'}")
     return 0
 

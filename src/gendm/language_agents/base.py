@@ -91,9 +91,18 @@ class Counters:
     """Turns whose answer stayed unreadable after the retry (each one used the fallback)."""
     retried: int = 0
     """Turns that needed the retry (whether or not it then succeeded)."""
+    backend_errors: int = 0
+    """Of the parse failures, those where the backend itself failed (server down, timeouts after its
+    retries); ``last_error`` keeps the latest reason."""
+    last_error: str = ""
 
     def as_dict(self) -> dict[str, int]:
-        return {"lm_calls": self.lm_calls, "parse_failures": self.parse_failures, "retried": self.retried}
+        return {
+            "lm_calls": self.lm_calls,
+            "parse_failures": self.parse_failures,
+            "retried": self.retried,
+            "backend_errors": self.backend_errors,
+        }
 
 
 def valid_actions(env: gym.Env, info: dict[str, Any]) -> list[str]:

@@ -103,6 +103,9 @@ class ReActAgent:
             self.history.append(self.turn_from(observation, result.value))
             return result.value.action
         self.counters.parse_failures += 1
+        if result.reason and result.reason.startswith("backend error"):
+            self.counters.backend_errors += 1
+            self.counters.last_error = result.reason
         action = fallback_action(self.config, valid, self.rng)
         self.history.append(Turn(observation, action, thought="(unreadable answer)", fallback=True))
         return action

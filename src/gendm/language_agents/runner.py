@@ -49,6 +49,7 @@ def run_episodes(agent: Any, env: gym.Env, episodes: int, seed: int = 0) -> dict
         "invalid_actions": sum(d["invalid"] for d in detail),
         **{k: after[k] - before[k] for k in after},
         "cache_hits": getattr(agent.backend, "hits", 0) - hits0,
+        "last_error": agent.counters.last_error,
         "wall_s": time.perf_counter() - t0,
         "episodes_detail": detail,
     }

@@ -188,11 +188,16 @@ def _play(algo: str, task: str, seed: int, episodes: int, config: AgentRunConfig
         "wall_s": stats["wall_s"],
     }
     warnings = []
-    if stats["parse_failures"]:
-        turns = stats["episodes"] * stats["mean_steps"]
+    turns = stats["episodes"] * stats["mean_steps"]
+    unreadable = stats["parse_failures"] - stats["backend_errors"]
+    if stats["backend_errors"]:
         warnings.append(
-            f"{stats['parse_failures']} of {turns:.0f} answers were unreadable after the retry "
-            f"(the agent's fallback acted instead)"
+            f"the language model failed on {stats['backend_errors']} of {turns:.0f} turns, the fallback "
+            f"acted ({stats['last_error']})"
+        )
+    if unreadable:
+        warnings.append(
+            f"{unreadable} of {turns:.0f} answers were unreadable after the retry (the fallback acted)"
         )
     return {
         "env_steps": 0,
