@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from gendm.core.atomic import atomic_write_json
-from gendm.core.config import apply_overrides, to_dict
+from gendm.core.config import apply_overrides, check, to_dict
 from gendm.core.errors import ConfigError
 from gendm.finetune.loop import LOOPConfig
 from gendm.language_agents.base import LanguageAgentConfig
@@ -70,10 +70,10 @@ class AgentRunConfig(LanguageAgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.proposal not in PROPOSALS:
-            raise ConfigError(f"proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}.")
-        if self.num_candidates < 1 or self.q_episodes < 1 or self.max_steps < 0:
-            raise ConfigError("num_candidates and q_episodes must be >= 1 and max_steps >= 0.")
+        check(self.proposal in PROPOSALS, "proposal", f"must be one of {', '.join(PROPOSALS)}.")
+        check(self.num_candidates >= 1, "num_candidates", "must be >= 1.")
+        check(self.q_episodes >= 1, "q_episodes", "must be >= 1.")
+        check(self.max_steps >= 0, "max_steps", "must be >= 0 (0: the environment's limit).")
 
 
 @dataclass
@@ -86,6 +86,12 @@ class LOOPRunConfig(LOOPConfig):
     """Tiny model only: supervised steps on noisy answers before RL."""
     correct_prob: float = 0.3
     """Tiny model only: probability that a pretraining answer is the true sum."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.max_operand >= 1, "max_operand", "must be >= 1.")
+        check(self.pretrain_steps >= 0, "pretrain_steps", "must be >= 0.")
+        check(0 <= self.correct_prob <= 1, "correct_prob", "must be in [0, 1].")
 
 
 TINY_MODEL_DEFAULTS = {"learning_rate": 1e-3, "max_new_tokens": 2, "group_size": 4}
