@@ -144,3 +144,12 @@ def test_bench_plays_language_agents_and_fine_tunes_with_loop(tmp_path):
     _, direct = finetune_addition(config, 4, seed=0, pretrain_steps=30, eval_every=2)
     assert [p["return_mean"] for p in loop0["curve"]] == [s for _, s in direct["success_curve"]]
     assert summary["scores"]["loop"]["text:addition"]["final_returns"][0] == loop0["final_return"]
+
+
+def test_the_builtin_language_spec_runs_loop_on_five_seeds():
+    from gendm.bench.spec import load_spec
+
+    spec = load_spec("language")
+    assert [(r.algo, r.task, r.seed, r.steps) for r in spec.runs] == [
+        ("loop", "text:addition", s, 150) for s in range(5)
+    ]
