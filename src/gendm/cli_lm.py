@@ -119,11 +119,11 @@ def agent(args: argparse.Namespace) -> int:
 def finetune(args: argparse.Namespace) -> int:
     from gendm.core.config import apply_overrides, to_dict
     from gendm.finetune import LOOPConfig
-    from gendm.finetune.text_tasks import finetune_addition
+    from gendm.finetune.text_tasks import TINY_MODEL_DEFAULTS, finetune_addition
 
     defaults: dict[str, Any] = {"seed": args.seed}
-    if args.model is None:  # the tiny model learns from scratch: a larger step, 2-token answers
-        defaults |= {"learning_rate": 1e-3, "max_new_tokens": 2, "group_size": 4}
+    if args.model is None:
+        defaults |= TINY_MODEL_DEFAULTS
     config = apply_overrides(LOOPConfig(**defaults), args.overrides)
     out = args.out or Path("runs") / f"finetune-loop-s{args.seed}"
     out.mkdir(parents=True, exist_ok=True)

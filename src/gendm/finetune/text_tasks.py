@@ -25,6 +25,9 @@ from typing import Any
 
 import torch
 
+TINY_MODEL_DEFAULTS = {"learning_rate": 1e-3, "max_new_tokens": 2, "group_size": 4}
+"""LOOPConfig overrides for the tiny model learned from scratch (a larger step, two-token answers)."""
+
 
 @dataclass
 class AdditionTask:

@@ -36,6 +36,7 @@ from gendm.core.atomic import atomic_write_json
 from gendm.core.config import apply_overrides, check, to_dict
 from gendm.core.errors import ConfigError
 from gendm.finetune.loop import LOOPConfig
+from gendm.finetune.text_tasks import TINY_MODEL_DEFAULTS
 from gendm.language_agents.base import LanguageAgentConfig
 from gendm.train.loop import EVAL_SEED_OFFSET, versions
 
@@ -92,10 +93,6 @@ class LOOPRunConfig(LOOPConfig):
         check(self.max_operand >= 1, "max_operand", "must be >= 1.")
         check(self.pretrain_steps >= 0, "pretrain_steps", "must be >= 0.")
         check(0 <= self.correct_prob <= 1, "correct_prob", "must be in [0, 1].")
-
-
-TINY_MODEL_DEFAULTS = {"learning_rate": 1e-3, "max_new_tokens": 2, "group_size": 4}
-"""LOOP defaults for the tiny model learned from scratch (a larger step, two-token answers)."""
 
 
 def language_config(algo: str, overrides: dict[str, Any] | list[str], model: str | None = None) -> Any:
