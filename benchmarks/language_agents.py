@@ -298,6 +298,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reverse", action="store_true", help="take seeds from the last (a second process)")
     p.add_argument("--out", default="runs/language_agents")
+    p.add_argument(
+        "--models-dir", default=None, help="sft: keep the fine-tuned models here (default: discard)"
+    )
     args = p.parse_args()
     if args.chat is None:
         args.chat = args.backend != "sft"
@@ -310,6 +313,7 @@ def main() -> None:
         envs.append(TextWorld(args))
     served = None if args.backend == "sft" else served_model(args)
     with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.models_dir or tmp)  # hf:DIR backends for `gendm agent` or a bench spec
         seeds = list(range(args.seeds))
         for seed in reversed(seeds) if args.reverse else seeds:
             for env in envs:
@@ -318,8 +322,8 @@ def main() -> None:
                 q, q_info = train_q(env, args, seed)
                 extra: dict[str, Any] = {"q": q_info}
                 if served is None:
-                    react, extra["sft_react"] = sft_policy(env, ReActAgent, args, seed, Path(tmp))
-                    stateact, extra["sft_stateact"] = sft_policy(env, StateActAgent, args, seed, Path(tmp))
+                    react, extra["sft_react"] = sft_policy(env, ReActAgent, args, seed, workdir)
+                    stateact, extra["sft_stateact"] = sft_policy(env, StateActAgent, args, seed, workdir)
                     lms = {"react": react, "stateact": stateact}
                 else:
                     lms = {"react": served, "stateact": served}
