@@ -53,6 +53,7 @@ from gendm.core.config import apply_overrides, to_dict
 from gendm.core.errors import GendmError, SpecError, suggest
 from gendm.envs import check_env_id
 from gendm.envs.references import SUITES
+from gendm.envs.text_registry import is_game_file
 
 TOP_KEYS = {
     "name": str,
@@ -302,9 +303,8 @@ def _parse_method(name: str, table: dict[str, Any], where: str) -> _Method:
     backend = table.get("backend")
     if algo in LANGUAGE_METHODS:
         family = "agent" if algo in AGENT_METHODS else "finetune"
-        for key in ("intrinsic",):
-            if key in table:
-                raise SpecError(f"Spec field {where}{key}: {algo} is a language method; it takes no {key}.")
+        if "intrinsic" in table:
+            raise SpecError(f"Spec field {where}intrinsic: {algo} is a language method; it takes none.")
         if backend is None and family == "agent":
             raise SpecError(
                 f"Spec field {where}backend is missing: {algo} prompts a language model "
@@ -382,7 +382,7 @@ class _Task:
         self.kind, self.env_id, self.where = kind, env_id, where
         self._space: tuple[gym.Space | None, gym.Space] | None = None
         self._text: str | None = None  # why env_id is no text environment ("" if it is one)
-        if kind == "env" and not _is_game_file(env_id):
+        if kind == "env" and not is_game_file(env_id):
             _check_env(env_id, where)
 
     def refuses(self, name: str, m: _Method) -> str | None:
@@ -403,7 +403,7 @@ class _Task:
             return f"{label} learns from a dataset, and {env_id} is an environment"
         if self.kind == "dataset" and m.family != "offline":
             return f"{label} is an online algorithm, and {env_id} is a dataset"
-        if _is_game_file(env_id):
+        if is_game_file(env_id):
             return f"{label} cannot play TextWorld game file {env_id}: language agents only"
         observations, space = self._spaces()
         if not ALGOS.get(m.algo).supports(space):
@@ -432,28 +432,16 @@ class _Task:
                 check_text_env(self.env_id)
                 self._text = ""
             except GendmError as e:
-                if _is_game_file(self.env_id):  # a missing game file is a mistake, not a mismatch
+                if is_game_file(self.env_id):  # a missing game file is a mistake, not a mismatch
                     raise SpecError(f"Spec field {self.where}env: {e}") from None
                 self._text = str(e).rstrip(".")
         return self._text
-
-
-def _is_game_file(env_id: str) -> bool:
-    return Path(env_id).suffix in (".z8", ".ulx", ".z5")
 
 
 def _check_env(env_id: str, where: str) -> None:
     try:
         check_env_id(env_id)
     except GendmError as e:
-        if env_id.startswith(("BabyAI-", "MiniGrid-")):  # registered by minigrid, imported lazily
-            try:
-                import minigrid  # noqa: F401
-
-                check_env_id(env_id)
-                return
-            except (ImportError, GendmError):
-                pass
         raise SpecError(f"Spec field {where}env: {e}") from None
 
 

@@ -9,6 +9,7 @@ Gymnasium's vector normalisers do not support SAME_STEP autoreset.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import gymnasium as gym
@@ -22,6 +23,9 @@ def check_env_id(env_id: str) -> None:
     """Raise UnknownNameError with the closest registered ids when ``env_id`` is not registered."""
     import gendm.envs  # noqa: F401  (registers gendm's own environments)
 
+    if env_id not in gym.registry and env_id.startswith(("MiniGrid-", "BabyAI-")):
+        with contextlib.suppress(ImportError):  # minigrid (optional) registers its ids on import
+            import minigrid  # noqa: F401
     if env_id not in gym.registry:
         raise unknown_name(
             "environment", env_id, gym.registry.keys(), "List gendm's suites with `gendm list envs`."

@@ -47,6 +47,14 @@ PPO with event captions in ``info`` (:class:`~gendm.envs.captioned.CaptionedMini
 exploration-reward benchmark's tasks."""
 
 
+GAME_SUFFIXES = (".z8", ".ulx", ".z5")
+"""TextWorld game files: an env given as such a path is a TextWorld game, not a Gymnasium id."""
+
+
+def is_game_file(env: str) -> bool:
+    return env.endswith(GAME_SUFFIXES)
+
+
 def captioned_id(env_id: str) -> str:
     """``MiniGrid-DoorKey-8x8-v0`` -> ``gendm/MiniGrid-DoorKey-8x8-Captioned-v0``."""
     name, _, version = env_id.rpartition("-v")

@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 from gendm.core.errors import ConfigError, suggest
+from gendm.envs.text_registry import is_game_file
 from gendm.language_agents.base import LanguageAgentConfig
 from gendm.language_agents.qmodel import (
     QModel,
@@ -32,10 +33,6 @@ from gendm.lm import LanguageModel
 AGENT_NAMES = ("react", "stateact", "react+q")
 Q_SEED_OFFSET = 200_000
 """Reset seeds of the Q-model's BabyAI trajectories start here, far from the evaluation's."""
-
-
-def is_game_file(env: str) -> bool:
-    return Path(env).suffix in (".z8", ".ulx", ".z5")
 
 
 def make_text_env(env: str, max_steps: int | None = None) -> gym.Env:
@@ -68,8 +65,6 @@ def check_text_env(env: str) -> None:
             f"{env!r} is not a text environment: language agents play MiniGrid / BabyAI levels "
             "(BabyAI-GoToRedBall-v0 or gendm/BabyAI-GoToRedBall-Text-v0) and TextWorld game files."
         )
-    import minigrid  # noqa: F401  (registers the MiniGrid and BabyAI ids)
-
     from gendm.envs.make import check_env_id
 
     check_env_id(level)
