@@ -237,11 +237,9 @@ def _resume(checkpoint_dir: str | Path | None, identity: dict[str, Any]) -> dict
     if found is None:
         return None
     state, meta = load_checkpoint(found)
-    saved = json.loads(json.dumps(meta.get("identity")))
-    if saved != json.loads(json.dumps(identity)):
-        diff = sorted(
-            k for k in identity if saved is None or saved.get(k) != json.loads(json.dumps(identity[k]))
-        )
+    saved, mine = meta.get("identity") or {}, json.loads(json.dumps(identity))  # both as JSON values
+    diff = sorted(k for k in mine if saved.get(k) != mine[k])
+    if diff:
         raise CheckpointError(
             f"{checkpoint_dir} holds a LOOP checkpoint of a different run (differs in: {', '.join(diff)}). "
             "Use another output directory, or delete the checkpoint to start over."
