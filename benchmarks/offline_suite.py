@@ -66,6 +66,9 @@ PAIRED = ("iql", "td3bc")
 # match, see both docstrings): IQL's paper-locomotion reward scaling, which d3rlpy's reproduction uses.
 MATCHED = ["iql:return_scale=1000"]
 GENDM_LIBS = {"gendm": [], "gendm-bf16": ["precision=bf16"]}  # gendm-bf16: the same agent in bf16
+# d3rlpy-ftz: d3rlpy with the one process flag gendm's loop sets (subnormal floats as zero), to show how
+# much of the speed ratio that flag alone is.
+D3RLPY_LIBS = {"d3rlpy": [], "d3rlpy-ftz": ["--flush-denormals"]}
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,9 @@ def command(job: Job, a: argparse.Namespace, out: Path) -> list[str]:
     common = ["--steps", str(a.steps), "--seed", str(job.seed), "--out", str(out)]
     common += ["--eval-every", str(a.eval_every), "--eval-episodes", str(a.eval_episodes)]
     common += ["--threads", "1"]
-    if job.lib == "d3rlpy":
+    if job.lib in D3RLPY_LIBS:
         cmd = [a.d3rlpy_python, str(ROOT / "benchmarks" / "vs_d3rlpy.py"), "--algo", job.algo]
-        cmd += ["--dataset", job.dataset, *common, "--device", a.device]
+        cmd += ["--dataset", job.dataset, *common, "--device", a.device, *D3RLPY_LIBS[job.lib]]
         return cmd + (["--datasets-root", a.datasets_root] if a.datasets_root else [])
     cmd = [a.gendm_python, "-m", "gendm.cli", "train", job.algo, "--dataset", job.dataset, *common]
     cmd += ["--device", a.device, "--no-progress"]
@@ -274,12 +277,19 @@ def report(rows: list[dict], a: argparse.Namespace, refs: dict[str, tuple], meta
         "| gendm steps/s | d3rlpy steps/s | speed ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    pairs = [(lib, algo) for algo in PAIRED for lib in GENDM_LIBS if f"{lib}:{algo}" in methods]
-    for lib, algo in pairs or [("gendm", algo) for algo in PAIRED]:
-        g, d = f"{lib}:{algo}", f"d3rlpy:{algo}"
+    pairs = [
+        (lib, peer, algo)
+        for algo in PAIRED
+        for peer in D3RLPY_LIBS
+        for lib in GENDM_LIBS
+        if f"{lib}:{algo}" in methods and f"{peer}:{algo}" in methods
+    ]
+    for lib, peer, algo in pairs or [("gendm", "d3rlpy", algo) for algo in PAIRED]:
+        g, d = f"{lib}:{algo}", f"{peer}:{algo}"
         common = [t for t in tasks_of(g) if t in tasks_of(d)]
+        label = g if peer == "d3rlpy" else f"{g} vs {peer}"
         if not common:
-            lines.append(f"| {g} | 0 | - | - | - | - | - | - | - |")
+            lines.append(f"| {label} | 0 | - | - | - | - | - | - | - |")
             continue
         gs, ds = scores(g, common), scores(d, common)
         gi, di = iqm(gs), iqm(ds)
@@ -287,18 +297,18 @@ def report(rows: list[dict], a: argparse.Namespace, refs: dict[str, tuple], meta
         speed = {
             (r["lib"], r["dataset"], r["seed"]): r["grad_steps_per_s"]
             for r in rows
-            if r["algo"] == algo and r["dataset"] in common and r["lib"] in (lib, "d3rlpy")
+            if r["algo"] == algo and r["dataset"] in common and r["lib"] in (lib, peer)
         }
         ratios = [
-            v / speed[("d3rlpy", k[1], k[2])]
+            v / speed[(peer, k[1], k[2])]
             for k, v in speed.items()
-            if k[0] == lib and ("d3rlpy", k[1], k[2]) in speed
+            if k[0] == lib and (peer, k[1], k[2]) in speed
         ]
         gsp = np.mean([v for k, v in speed.items() if k[0] == lib])
-        dsp = np.mean([v for k, v in speed.items() if k[0] == "d3rlpy"])
+        dsp = np.mean([v for k, v in speed.items() if k[0] == peer])
         ratio = f"{np.mean(ratios):.2f}x" if ratios else "n/a"
         lines.append(
-            f"| {g} | {len(common)} | {gi:.1f} | {di:.1f} | {gi - di:+.1f} "
+            f"| {label} | {len(common)} | {gi:.1f} | {di:.1f} | {gi - di:+.1f} "
             f"| {p:.2f} [{plo:.2f}, {phi:.2f}] | {gsp:.1f} | {dsp:.1f} | {ratio} |"
         )
 
@@ -397,7 +407,7 @@ def main() -> None:
     p.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help="comma-separated LIB:ALGO, LIB in gendm, gendm-bf16, d3rlpy",
+        help="comma-separated LIB:ALGO, LIB in gendm, gendm-bf16, d3rlpy, d3rlpy-ftz",
     )
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--steps", type=int, default=20_000, help="gradient steps per run")
@@ -448,7 +458,7 @@ def main() -> None:
                     f"skip {m}: gendm has no algorithm {algo!r} yet (registered: {', '.join(sorted(algos))})"
                 )
                 continue
-        elif lib == "d3rlpy":
+        elif lib in D3RLPY_LIBS:
             if algo not in PAIRED:
                 print(f"skip {m}: benchmarks/vs_d3rlpy.py runs only {', '.join(PAIRED)}")
                 continue
@@ -456,7 +466,9 @@ def main() -> None:
                 print(f"skip {m}: {a.d3rlpy_python} missing (see benchmarks/vs_d3rlpy.py for its setup)")
                 continue
         else:
-            raise SystemExit(f"unknown library in {m!r}: use gendm:ALGO, gendm-bf16:ALGO or d3rlpy:ALGO")
+            raise SystemExit(
+                f"unknown library in {m!r}: use gendm:ALGO, gendm-bf16:ALGO, d3rlpy:ALGO or d3rlpy-ftz:ALGO"
+            )
         methods.append((lib, algo))
     jobs = [Job(lib, algo, d, s) for s in range(a.seeds) for d in datasets for lib, algo in methods]
     if not a.summarize_only:

@@ -299,6 +299,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(a.threads)
+    if a.flush_denormals:  # the process flag gendm's training loop sets (subnormals as zero)
+        torch.set_flush_denormal(True)
     import logging
 
     import structlog
@@ -400,6 +402,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "versions": versions(),
         "device": a.device,
         "torch_threads": torch.get_num_threads(),
+        "flush_denormals": a.flush_denormals,
     }
 
 
@@ -414,6 +417,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, or a torch device string")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--flush-denormals", action="store_true", help="treat subnormal floats as zero, as gendm's loop does"
+    )
     p.add_argument("--out", type=Path, required=True, help="run directory; writes OUT/summary.json")
     p.add_argument("--verbose", action="store_true", help="print every evaluation to stderr")
     a = p.parse_args()

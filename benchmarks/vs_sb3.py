@@ -4,6 +4,8 @@ Each (library, seed) trains in its own process with one torch thread; jobs are i
 libraries see the same machine load. Both are scored by the same evaluation (gendm's protocol:
 10 deterministic episodes on a separate env, last checkpoint). Throughput is env steps per second
 of training (learn() wall time for SB3; the training loop's time without evaluation for gendm).
+gendm's loop treats subnormal floats as zero (``TrainSettings.flush_denormals``); ``sb3-ftz`` is SB3
+with the same flag set in its process, to show how much of the ratio that flag alone is.
 
     python benchmarks/vs_sb3.py --algo sac --env Pendulum-v1 --steps 20000 --seeds 5 \
         --set learning_rate=1e-3 --set learning_starts=100 --out benchmarks/results/sac_pendulum.json
@@ -107,6 +109,9 @@ def run_one(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides: 
     import stable_baselines3 as sb3
     from stable_baselines3.common.env_util import make_vec_env
 
+    if lib == "sb3-ftz":  # SB3 given the one process flag gendm's loop sets (subnormals as zero)
+        torch.set_flush_denormal(True)
+
     c = to_dict(cfg)
     cls = {"sac": sb3.SAC, "ppo": sb3.PPO}[algo]
     env = make_vec_env(env_id, n_envs=c["num_envs"], seed=seed)
@@ -141,7 +146,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--set", action="append", default=[], help="gendm config override, applied to both")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--libs", default="gendm,sb3", help="comma-separated: gendm, gendm-bf16, sb3")
+    p.add_argument("--libs", default="gendm,sb3", help="comma-separated: gendm, gendm-bf16, sb3, sb3-ftz")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--one", nargs=2, metavar=("LIB", "SEED"), help=argparse.SUPPRESS)
     a = p.parse_args()

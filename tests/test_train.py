@@ -170,3 +170,37 @@ def test_eval_mode_is_recorded_and_part_of_the_run_identity(tmp_path):
     assert s["eval_protocol"]["deterministic"] is False
     with pytest.raises(CheckpointError):
         train(_settings(tmp_path, steps=800))  # a deterministic-eval run must not resume it
+
+
+def _flushes_subnormals() -> bool:
+    import torch
+
+    return bool((torch.tensor([1e-39]) * 1.0).item() == 0.0)  # 1e-39 is subnormal in fp32
+
+
+def test_flush_denormals_context_sets_and_clears_the_cpu_flag():
+    from gendm.core.device import flush_denormals
+
+    assert not _flushes_subnormals()
+    with flush_denormals():
+        assert _flushes_subnormals()
+    assert not _flushes_subnormals()
+    with flush_denormals(enabled=False):
+        assert not _flushes_subnormals()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_training_updates_run_with_subnormals_flushed_unless_disabled(tmp_path, monkeypatch, enabled):
+    from gendm.agents.dqn import DQN
+
+    seen, update = [], DQN.update
+
+    def observed_update(self, batch):
+        seen.append(_flushes_subnormals())
+        return update(self, batch)
+
+    monkeypatch.setattr(DQN, "update", observed_update)
+    s = train(_settings(tmp_path, steps=400, flush_denormals=enabled))
+    assert seen and set(seen) == {enabled}
+    assert s["flush_denormals"] is enabled
+    assert not _flushes_subnormals()  # the flag does not outlive the run

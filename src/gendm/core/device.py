@@ -1,6 +1,10 @@
-"""Device resolution: CPU is the default, CUDA when asked for (or 'auto' and present)."""
+"""Device resolution (CPU is the default, CUDA when asked for or 'auto' and present) and the CPU
+floating-point mode the training loops run under."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -21,3 +25,22 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
         raise ConfigError(
             f"device={device!r} is not a valid torch device (use cpu, cuda or auto): {e}"
         ) from e
+
+
+@contextmanager
+def flush_denormals(enabled: bool = True) -> Iterator[None]:
+    """Treat subnormal floats as zero on this thread's CPU while the block runs, then turn it off.
+
+    Adam's second-moment estimates of rarely-used weights decay into the subnormal range
+    (< 1.2e-38) within a few thousand updates; x86 arithmetic on subnormals takes a slow microcode
+    path, which made the fused Adam step of a SAC run 3x slower (BENCHMARKS.md section 3). Values
+    that small change no result. No effect where the CPU lacks the flag or ``enabled`` is False.
+    """
+    if not enabled:
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
