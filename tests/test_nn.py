@@ -36,6 +36,18 @@ def test_detached_forward_passes_gradients_to_inputs_only():
     assert x.grad is not None and all(p.grad is None for p in ens.parameters())
 
 
+def test_one_member_equals_its_slice_of_the_ensemble_and_its_gradients():
+    ens = EnsembleMLP(3, 5, 1, hidden=(16, 16))
+    x = torch.randn(7, 5, requires_grad=True)
+    for m in range(3):
+        torch.testing.assert_close(ens(x, member=m), ens(x)[m])
+    (g_full,) = torch.autograd.grad(ens(x, detach=True)[1].sum(), x)
+    (g_one,) = torch.autograd.grad(ens(x, detach=True, member=1).sum(), x)
+    torch.testing.assert_close(g_one, g_full)
+    ens(x, member=2).sum().backward()
+    assert all(p.grad[2].abs().sum() > 0 and p.grad[[0, 1]].abs().sum() == 0 for p in ens.parameters())
+
+
 def test_output_head_stays_fp32_under_bf16_autocast():
     net, ens = mlp(4, 2, (32,)), EnsembleMLP(2, 4, 1, (32,))
     x = torch.randn(8, 4)

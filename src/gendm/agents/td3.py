@@ -108,7 +108,7 @@ class TD3(Agent):
             metrics = {"losses/critic": loss.detach(), "losses/q_mean": q.detach().mean()}
             if update_actor:
                 pi = self.actor(batch.obs)
-                actor_loss = -self.critic(torch.cat([batch.obs, pi], -1), detach=True)[0].mean()
+                actor_loss = -self.critic(torch.cat([batch.obs, pi], -1), detach=True, member=0).mean()
                 loss = loss + actor_loss
                 metrics["losses/actor"] = actor_loss.detach()
         return loss, metrics

@@ -122,7 +122,7 @@ class TD3BC(OfflineAgent):
             metrics = {"losses/critic": loss.detach(), "losses/q_mean": q.detach().mean()}
             if update_actor:
                 pi = self.actor(obs)
-                q_pi = self.critic(torch.cat([obs, pi], -1), detach=True)[0].squeeze(-1)
+                q_pi = self.critic(torch.cat([obs, pi], -1), detach=True, member=0).squeeze(-1)
                 lam = c.alpha / q_pi.abs().mean().detach()
                 bc_loss = (pi - actions).pow(2).mean()
                 actor_loss = -lam * q_pi.mean() + bc_loss

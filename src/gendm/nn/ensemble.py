@@ -33,9 +33,12 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        """``x``: ``(members, batch, in)`` or ``(batch, in)`` (shared input) -> ``(members, batch, out)``."""
+    def forward(self, x: torch.Tensor, detach: bool = False, member: int | None = None) -> torch.Tensor:
+        """``x``: ``(members, batch, in)`` or ``(batch, in)`` (shared input) -> ``(members, batch, out)``;
+        with ``member``, ``(batch, in)`` -> ``(batch, out)`` of that member alone (one plain matmul)."""
         w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
+        if member is not None:
+            return torch.addmm(b[member], x, w[member])
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.members, *x.shape)
         return torch.baddbmm(b, x, w)
@@ -45,7 +48,8 @@ class EnsembleMLP(nn.Module):
     """``members`` independent MLPs evaluated together; output ``(members, batch, out_dim)``.
 
     ``forward(x, detach=True)`` uses detached parameters, so e.g. an actor loss flows gradients
-    into the actions but not into the critic.
+    into the actions but not into the critic; ``forward(x, member=i)`` evaluates member i alone,
+    ``(batch, out_dim)``, at 1/members of the cost (TD3's actor follows the first critic only).
     """
 
     def __init__(
@@ -62,7 +66,7 @@ class EnsembleMLP(nn.Module):
         self.act = ACTIVATIONS[activation]()
         self.members = members
 
-    def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, detach: bool = False, member: int | None = None) -> torch.Tensor:
         for layer in self.layers[:-1]:
-            x = self.act(layer(x, detach))
-        return fp32_head(self.layers[-1], x, detach)
+            x = self.act(layer(x, detach, member))
+        return fp32_head(self.layers[-1], x, detach, member)
