@@ -4,7 +4,7 @@ env-steps/s, the speed ratio to SB3 and, where run, to ``sb3-ftz`` (mean of per-
 by seed), peak RSS, and the raw
 per-seed numbers.
 
-    python benchmarks/summarize.py benchmarks/results/sac_pendulum.json [...]
+    python benchmarks/summarize.py benchmarks/results/sac_pendulum_ftz.json [...]
 """
 
 from __future__ import annotations
