@@ -33,8 +33,9 @@ def flush_denormals(enabled: bool = True) -> Iterator[None]:
 
     Adam's second-moment estimates of rarely-used weights decay into the subnormal range
     (< 1.2e-38) within a few thousand updates; x86 arithmetic on subnormals takes a slow microcode
-    path, which made the fused Adam step of a SAC run 3x slower (BENCHMARKS.md section 3). Values
-    that small change no result. No effect where the CPU lacks the flag or ``enabled`` is False.
+    path, which made the fused Adam step of SAC and IQL runs 4-5x slower (BENCHMARKS.md section 3);
+    with the flag, the measured runs ended with the same returns to every digit. No effect where the
+    CPU lacks the flag or ``enabled`` is False.
     """
     if not enabled:
         yield

@@ -62,8 +62,8 @@ class TrainSettings:
     tensorboard: bool = True
     threads: int | None = None
     flush_denormals: bool = True
-    """Treat subnormal floats as zero while training (``gendm.core.device.flush_denormals``): a 3x
-    faster Adam step on x86 CPUs once its moment estimates decay that far; no effect on results."""
+    """Treat subnormal floats as zero while training (``gendm.core.device.flush_denormals``): a 4-5x
+    faster Adam step on x86 CPUs once its moment estimates decay that far (BENCHMARKS.md section 3)."""
     dataset: str | None = None
     """Offline algorithms: dataset name or path (see ``gendm.data.dataset.load_dataset``)."""
     intrinsic: str | dict[str, Any] | None = None
