@@ -13,7 +13,9 @@ protocol: ``--eval-episodes`` deterministic episodes on a separate env (reset wi
 Hyperparameters: both libraries at the papers' settings (listed in ``benchmarks/vs_d3rlpy.py``); gendm's
 defaults already equal them except IQL's reward scaling, so the suite always passes ``--set
 return_scale=1000`` to gendm's IQL (``MATCHED``). ``--methods`` also takes ``gendm-bf16:ALGO``, the same
-gendm agent with ``precision=bf16`` (compared with d3rlpy like ``gendm:ALGO``).
+gendm agent with ``precision=bf16`` (compared with d3rlpy like ``gendm:ALGO``), and ``d3rlpy-ftz:ALGO``,
+d3rlpy with the subnormals-as-zero flag gendm's training loop sets (every gendm method is then also
+compared with it).
 
 Resumable: a run whose ``summary.json`` says ``ok`` at the full budget is skipped, so rerunning the
 same command continues an interrupted suite. Missing gendm methods (not in ``gendm.agents.ALGOS``),
@@ -407,7 +409,7 @@ def main() -> None:
     p.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help="comma-separated LIB:ALGO, LIB in gendm, gendm-bf16, d3rlpy, d3rlpy-ftz",
+        help="comma-separated LIB:ALGO, LIB in " + ", ".join([*GENDM_LIBS, *D3RLPY_LIBS]),
     )
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--steps", type=int, default=20_000, help="gradient steps per run")
@@ -466,9 +468,8 @@ def main() -> None:
                 print(f"skip {m}: {a.d3rlpy_python} missing (see benchmarks/vs_d3rlpy.py for its setup)")
                 continue
         else:
-            raise SystemExit(
-                f"unknown library in {m!r}: use gendm:ALGO, gendm-bf16:ALGO, d3rlpy:ALGO or d3rlpy-ftz:ALGO"
-            )
+            libs = ", ".join(f"{x}:ALGO" for x in [*GENDM_LIBS, *D3RLPY_LIBS])
+            raise SystemExit(f"unknown library in {m!r}: use one of {libs}")
         methods.append((lib, algo))
     jobs = [Job(lib, algo, d, s) for s in range(a.seeds) for d in datasets for lib, algo in methods]
     if not a.summarize_only:

@@ -1,8 +1,7 @@
 """Turn ``vs_sb3.py`` result files into the markdown tables of BENCHMARKS.md: per library, the
 final-return IQM with a 95% bootstrap CI over seeds (gendm.bench.stats, 50k reps), the mean
 env-steps/s, the speed ratio to SB3 and, where run, to ``sb3-ftz`` (mean of per-seed ratios, paired
-by seed), peak RSS, and the raw
-per-seed numbers.
+by seed), peak RSS, and the raw per-seed numbers.
 
     python benchmarks/summarize.py benchmarks/results/sac_pendulum_ftz.json [...]
 """
