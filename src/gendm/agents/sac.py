@@ -3,8 +3,11 @@
 Clipped double-Q with a twin critic held as one stacked-parameter ensemble, a tanh-squashed Gaussian
 actor, and automatic entropy tuning toward ``target_entropy = -dim(A)``. The losses follow
 Stable-Baselines3's SAC; defaults follow SB3 / CleanRL as each field says. Speed habits: one
-backward pass and one fused Adam step per update, one batched matmul for both critics, target update
-with one ``torch._foreach_lerp_``, no host sync in ``update``, optional bf16 autocast.
+backward pass and one fused Adam step per update; one actor pass over ``next_obs`` and ``obs``
+stacked, and one critic pass over ``(obs, a)`` and ``(obs, pi)`` stacked, each a single autograd
+node with row-restricted weight gradients (``gendm.nn.fused``); both critics in one batched matmul;
+target update with one ``torch._foreach_lerp_``; no host sync in ``update``; optional bf16 hidden
+layers.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gendm.agents.base import Agent, AlgoSpec, OffPolicyConfig, box_bounds, regi
 from gendm.core.config import check
 from gendm.data.replay import Batch
 from gendm.nn import EnsembleMLP, mlp
+from gendm.nn.fused import fused_ensemble, fused_mlp
 
 
 @dataclass
@@ -73,9 +77,13 @@ class SquashedGaussianActor(nn.Module):
     def forward(
         self, obs: torch.Tensor, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
         if deterministic:
-            return torch.tanh(mean), None
+            return torch.tanh(self.net(obs).chunk(2, dim=-1)[0]), None
+        return self.sample(self.net(obs))
+
+    def sample(self, net_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A squashed sample and its log-probability from the network's output ``(mean, log_std)``."""
+        mean, log_std = net_out.chunk(2, dim=-1)
         log_std = log_std.clamp(self.log_std_min, self.log_std_max)
         noise = torch.randn_like(mean)
         x = mean + log_std.exp() * noise
@@ -128,44 +136,48 @@ class SAC(Agent):
         action, _ = self.actor(obs, deterministic)
         return action * self.action_scale + self.action_bias
 
-    def _q(self, obs: torch.Tensor, action: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        return self.critic(torch.cat([obs, action], -1), detach).squeeze(-1)  # (critics, batch)
-
     def _losses(
         self, batch: Batch, alpha: torch.Tensor, update_actor: bool
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Critic, actor and temperature losses, summed for one backward pass and one fused Adam step.
 
-        The losses touch disjoint parameters (targets under no_grad, the actor's Q through detached
-        critic weights, alpha's loss on detached log-probs), so their gradients are exactly those of
-        separate updates; the only difference from SB3's sequence is that the actor sees the critic
-        from before this step's critic update.
+        The losses touch disjoint parameters (targets under no_grad, the actor's Q with weight
+        gradients restricted to the critic-loss rows, alpha's loss on detached log-probs), so their
+        gradients are exactly those of separate updates; the only difference from SB3's sequence is
+        that the actor sees the critic from before this step's critic update.
         """
         c = self.config
-        with self.autocast():
-            actions = (batch.actions - self.action_bias) / self.action_scale
-            with torch.no_grad():
-                next_actions, next_log_prob = self.actor(batch.next_obs)
-                next_q = (
-                    self.critic_target(torch.cat([batch.next_obs, next_actions], -1))
-                    .squeeze(-1)
-                    .min(0)
-                    .values
-                )
-                target = batch.rewards + (1 - batch.terminations) * c.gamma * (next_q - alpha * next_log_prob)
-            q = self._q(batch.obs, actions)
-            critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
-            loss = critic_loss
-            metrics = {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
-            if update_actor:
-                pi, log_prob = self.actor(batch.obs)
-                actor_loss = (alpha * log_prob - self._q(batch.obs, pi, detach=True).min(0).values).mean()
-                loss = loss + actor_loss
-                metrics |= {"losses/actor": actor_loss.detach(), "charts/entropy": -log_prob.detach().mean()}
-                if c.autotune:
-                    alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-                    loss = loss + alpha_loss
-                    metrics["losses/alpha"] = alpha_loss.detach()
+        n = batch.obs.shape[0]
+        dtype = torch.bfloat16 if c.precision == "bf16" else torch.float32
+        actions = (batch.actions - self.action_bias) / self.action_scale
+        # One actor pass: rows [:n] sample next actions for the target (no gradient), rows [n:] pi(obs).
+        actor_obs = torch.cat([batch.next_obs, batch.obs]) if update_actor else batch.next_obs
+        with torch.set_grad_enabled(update_actor and torch.is_grad_enabled()):
+            out = fused_mlp(self.actor.net, actor_obs, dtype, grad_rows=slice(n, None))
+            sampled, log_probs = self.actor.sample(out)
+        with torch.no_grad():
+            next_q = fused_ensemble(self.critic_target, torch.cat([batch.next_obs, sampled[:n]], -1), dtype)
+            next_q = next_q.squeeze(-1).min(0).values
+            target = batch.rewards + (1 - batch.terminations) * c.gamma * (next_q - alpha * log_probs[:n])
+        # One critic pass: rows [:n] are (obs, a) for the critic loss and the only rows whose
+        # gradients reach the critic's weights; rows [n:] are (obs, pi) for the actor loss.
+        critic_in = torch.cat([batch.obs, actions], -1)
+        if update_actor:
+            pi, log_prob = sampled[n:], log_probs[n:]
+            critic_in = torch.cat([critic_in, torch.cat([batch.obs, pi], -1)])
+        q_all = fused_ensemble(self.critic, critic_in, dtype, weight_rows=slice(0, n)).squeeze(-1)
+        q = q_all[:, :n]
+        critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
+        loss = critic_loss
+        metrics = {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
+        if update_actor:
+            actor_loss = (alpha * log_prob - q_all[:, n:].min(0).values).mean()
+            loss = loss + actor_loss
+            metrics |= {"losses/actor": actor_loss.detach(), "charts/entropy": -log_prob.detach().mean()}
+            if c.autotune:
+                alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+                loss = loss + alpha_loss
+                metrics["losses/alpha"] = alpha_loss.detach()
         return loss, metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -1,0 +1,151 @@
+"""gendm.nn.fused: one-node ReLU MLPs must equal the plain modules (fp32) or autocast over them (bf16),
+and row-restricted gradients must equal those of separate passes with detached parameters."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from gendm.agents.sac import SAC, SACConfig
+from gendm.data.replay import Batch
+from gendm.nn import EnsembleMLP, mlp
+from gendm.nn.fused import fused_ensemble, fused_mlp, supports_fused
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+
+
+def _grads(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in module.parameters()]
+
+
+def _reference(dtype: torch.dtype):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_ensemble_stacked_rows_equal_a_trained_and_a_detached_pass(dtype):
+    torch.manual_seed(0)
+    ens = EnsembleMLP(2, 5, 1, hidden=(32, 32))
+    x_train, x_actor = torch.randn(16, 5), torch.randn(16, 5, requires_grad=True)
+    w_train, w_actor = torch.randn(2, 16, 1), torch.randn(2, 16, 1)
+
+    with _reference(dtype):
+        loss = (ens(x_train) * w_train).sum() + (ens(x_actor, detach=True) * w_actor).sum()
+    loss.backward()
+    want_params, want_x = _grads(ens), x_actor.grad.clone()
+    with _reference(dtype):
+        want_out = ens(torch.cat([x_train, x_actor.detach()]))
+
+    ens.zero_grad()
+    x_actor.grad = None
+    out = fused_ensemble(ens, torch.cat([x_train, x_actor]), dtype, weight_rows=slice(0, 16))
+    (out[:, :16] * w_train).sum().add((out[:, 16:] * w_actor).sum()).backward()
+
+    assert out.dtype == torch.float32 and out.shape == (2, 32, 1)
+    torch.testing.assert_close(out, want_out, **TOL[dtype])
+    torch.testing.assert_close(x_actor.grad, want_x, **TOL[dtype])
+    for got, want in zip(_grads(ens), want_params, strict=True):
+        torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_mlp_only_grad_rows_carry_gradients(dtype):
+    torch.manual_seed(1)
+    net = mlp(4, 3, (32, 32))
+    x_free, x_grad = torch.randn(8, 4), torch.randn(8, 4, requires_grad=True)
+    weights = torch.randn(8, 3)
+
+    with _reference(dtype):
+        want_out = net(torch.cat([x_free, x_grad.detach()]))
+        (net(x_grad) * weights).sum().backward()
+    want_params, want_x = _grads(net), x_grad.grad.clone()
+
+    net.zero_grad()
+    x_grad.grad = None
+    out = fused_mlp(net, torch.cat([x_free, x_grad]), dtype, grad_rows=slice(8, None))
+    (out[8:] * weights).sum().backward()
+
+    torch.testing.assert_close(out, want_out, **TOL[dtype])
+    torch.testing.assert_close(x_grad.grad, want_x, **TOL[dtype])
+    for got, want in zip(_grads(net), want_params, strict=True):
+        torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_bf16_weight_copies_follow_an_optimiser_step():
+    torch.manual_seed(2)
+    ens = EnsembleMLP(2, 3, 1, hidden=(16,))
+    x = torch.randn(8, 3)
+    before = fused_ensemble(ens, x, torch.bfloat16)
+    with torch.no_grad():
+        for p in ens.parameters():
+            p.add_(0.5)
+    after = fused_ensemble(ens, x, torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = ens(x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, want, **TOL[torch.bfloat16])
+
+
+def test_unsupported_networks_are_refused():
+    assert supports_fused(mlp(3, 2)) and supports_fused(EnsembleMLP(2, 3, 1))
+    assert not supports_fused(mlp(3, 2, activation="tanh"))
+    assert not supports_fused(mlp(3, 2, layer_norm=True))
+    assert not supports_fused(EnsembleMLP(2, 3, 1, activation="silu"))
+    with pytest.raises(ValueError, match="ReLU"):
+        fused_ensemble(EnsembleMLP(2, 3, 1, activation="tanh"), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="Linear and ReLU"):
+        fused_mlp(mlp(3, 2, layer_norm=True), torch.randn(4, 3))
+
+
+def _separate_pass_losses(agent: SAC, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
+    """SAC's losses written the plain way: separate actor and critic passes, detached critic for pi."""
+    c, n = agent.config, batch.obs.shape[0]
+    actions = (batch.actions - agent.action_bias) / agent.action_scale
+    sampled, log_probs = agent.actor.sample(agent.actor.net(torch.cat([batch.next_obs, batch.obs])))
+    with torch.no_grad():
+        next_in = torch.cat([batch.next_obs, sampled[:n]], -1)
+        next_q = agent.critic_target(next_in).squeeze(-1).min(0).values
+        target = batch.rewards + (1 - batch.terminations) * c.gamma * (next_q - alpha * log_probs[:n])
+    q = agent.critic(torch.cat([batch.obs, actions], -1)).squeeze(-1)
+    pi, log_prob = sampled[n:], log_probs[n:]
+    q_pi = agent.critic(torch.cat([batch.obs, pi], -1), detach=True).squeeze(-1)
+    critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
+    actor_loss = (alpha * log_prob - q_pi.min(0).values).mean()
+    alpha_loss = -(agent.log_alpha * (log_prob.detach() + agent.target_entropy)).mean()
+    return critic_loss + actor_loss + alpha_loss
+
+
+def test_sac_stacked_passes_give_the_gradients_of_separate_passes():
+    env = gym.make("Pendulum-v1")
+    agent = SAC(SACConfig(hidden=(32, 32)), env.observation_space, env.action_space, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    t = lambda *shape: torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)  # noqa: E731
+    batch = Batch(t(16, 3), t(16, 1).clamp(-2, 2), t(16), t(16, 3), torch.zeros(16), torch.zeros(16))
+    alpha = agent.log_alpha.detach().exp()
+    params = [p for p in agent.opt.param_groups[0]["params"] + agent.opt.param_groups[1]["params"]]
+    params.append(agent.log_alpha)
+
+    torch.manual_seed(3)
+    loss, _ = agent._losses(batch, alpha, update_actor=True)
+    got = torch.autograd.grad(loss, params)
+    torch.manual_seed(3)
+    want = torch.autograd.grad(_separate_pass_losses(agent, batch, alpha), params)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_sac_update_runs_under_torch_compile_in_bf16():
+    env = gym.make("Pendulum-v1")
+    agent = SAC(
+        SACConfig(hidden=(32, 32), precision="bf16", compile=True),
+        env.observation_space,
+        env.action_space,
+        torch.device("cpu"),
+    )
+    rng = np.random.default_rng(0)
+    t = lambda *shape: torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)  # noqa: E731
+    batch = Batch(t(16, 3), t(16, 1).clamp(-2, 2), t(16), t(16, 3), torch.zeros(16), torch.zeros(16))
+    before = [p.detach().clone() for p in agent.critic.parameters()]
+    metrics = agent.update(batch)
+    assert all(torch.isfinite(v).all() for v in metrics.values())
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.critic.parameters(), strict=True))
