@@ -94,6 +94,13 @@ def test_state_dict_roundtrip_reproduces_actions(name):
 # -1230, CartPole about 22; measured references in gendm.envs.references) and below typical results.
 LEARNING = [
     ("sac", "Pendulum-v1", 6000, {"learning_rate": 1e-3, "learning_starts": 500, "hidden": (64, 64)}, -700),
+    (
+        "sac",
+        "Pendulum-v1",
+        6000,
+        {"learning_rate": 1e-3, "learning_starts": 500, "hidden": (64, 64), "precision": "bf16"},
+        -700,
+    ),
     ("td3", "Pendulum-v1", 6000, {"learning_rate": 1e-3, "learning_starts": 500, "hidden": (64, 64)}, -700),
     ("ppo", "CartPole-v1", 30000, {}, 150),
     (
@@ -112,7 +119,11 @@ LEARNING = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, env_id, steps, overrides, threshold", LEARNING, ids=[x[0] for x in LEARNING])
+@pytest.mark.parametrize(
+    "name, env_id, steps, overrides, threshold",
+    LEARNING,
+    ids=[x[0] + ("-bf16" if x[3].get("precision") == "bf16" else "") for x in LEARNING],
+)
 def test_learner_improves_on_a_tiny_task(tmp_path, name, env_id, steps, overrides, threshold):
     s = train(
         TrainSettings(

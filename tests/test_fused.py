@@ -1,10 +1,13 @@
 """gendm.nn.fused: one-node ReLU MLPs must equal the plain modules (fp32) or autocast over them (bf16),
 and row-restricted gradients must equal those of separate passes with detached parameters."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gendm.agents.sac import SAC, SACConfig
 from gendm.data.replay import Batch
@@ -71,19 +74,21 @@ def test_fused_mlp_only_grad_rows_carry_gradients(dtype):
         torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-def test_bf16_weight_copies_follow_an_optimiser_step():
+def test_bf16_weights_follow_a_fused_adam_step():
+    # A fused Adam step leaves parameter version counters unchanged; no stale bf16 copy may survive it.
     torch.manual_seed(2)
-    ens = EnsembleMLP(2, 3, 1, hidden=(16,))
+    ens, net = EnsembleMLP(2, 3, 1, hidden=(16,)), mlp(3, 2, (16,))
     x = torch.randn(8, 3)
-    before = fused_ensemble(ens, x, torch.bfloat16)
-    with torch.no_grad():
-        for p in ens.parameters():
-            p.add_(0.5)
-    after = fused_ensemble(ens, x, torch.bfloat16)
+    before = fused_ensemble(ens, x, torch.bfloat16), fused_mlp(net, x, torch.bfloat16)
+    opt = torch.optim.Adam([*ens.parameters(), *net.parameters()], lr=0.1, fused=True)
+    (before[0].sum() + before[1].sum()).backward()
+    opt.step()
+    after = fused_ensemble(ens, x, torch.bfloat16), fused_mlp(net, x, torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        want = ens(x)
-    assert not torch.allclose(before, after)
-    torch.testing.assert_close(after, want, **TOL[torch.bfloat16])
+        want = ens(x), net(x)
+    for b, a, w in zip(before, after, want, strict=True):
+        assert not torch.allclose(b, a)
+        torch.testing.assert_close(a, w, **TOL[torch.bfloat16])
 
 
 def test_unsupported_networks_are_refused():
@@ -149,3 +154,29 @@ def test_sac_update_runs_under_torch_compile_in_bf16():
     metrics = agent.update(batch)
     assert all(torch.isfinite(v).all() for v in metrics.values())
     assert any(not torch.equal(b, p) for b, p in zip(before, agent.critic.parameters(), strict=True))
+
+
+def test_squashed_sample_matches_the_autograd_formula_including_clamped_log_stds():
+    from gendm.agents.sac import _SquashedSample
+
+    torch.manual_seed(4)
+    out = (torch.randn(64, 4) * 4).requires_grad_(True)  # many log stds fall outside [-5, 2]
+    noise, grad_a, grad_lp = torch.randn(64, 2), torch.randn(64, 2), torch.randn(64)
+
+    mean, log_std = out.chunk(2, dim=-1)
+    log_std = log_std.clamp(-5, 2)
+    x = mean + log_std.exp() * noise
+    want_lp = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    want_lp = want_lp - (2 * (math.log(2) - x - F.softplus(-2 * x))).sum(-1)
+    want_a = torch.tanh(x)
+    want_total = (want_a * grad_a).sum() + (want_lp * grad_lp).sum()
+    (want_grad,) = torch.autograd.grad(want_total, out, retain_graph=True)
+
+    a, lp = _SquashedSample.apply(out, noise, -5.0, 2.0)
+    (grad,) = torch.autograd.grad((a * grad_a).sum() + (lp * grad_lp).sum(), out)
+    torch.testing.assert_close(a, want_a)
+    torch.testing.assert_close(lp, want_lp)
+    torch.testing.assert_close(grad, want_grad)
+    (grad_lp_only,) = torch.autograd.grad(_SquashedSample.apply(out, noise, -5.0, 2.0)[1].sum(), out)
+    (want_lp_only,) = torch.autograd.grad(want_lp.sum(), out)
+    torch.testing.assert_close(grad_lp_only, want_lp_only)

@@ -83,14 +83,45 @@ class SquashedGaussianActor(nn.Module):
 
     def sample(self, net_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A squashed sample and its log-probability from the network's output ``(mean, log_std)``."""
-        mean, log_std = net_out.chunk(2, dim=-1)
-        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
-        noise = torch.randn_like(mean)
-        x = mean + log_std.exp() * noise
-        # log N(x) minus log|d tanh(x)/dx|, the latter written stably as 2(log 2 - x - softplus(-2x)).
-        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_prob = log_prob - (2 * (math.log(2) - x - F.softplus(-2 * x))).sum(-1)
-        return torch.tanh(x), log_prob
+        noise = torch.randn_like(net_out[..., : net_out.shape[-1] // 2])
+        return _SquashedSample.apply(net_out, noise, self.log_std_min, self.log_std_max)
+
+
+class _SquashedSample(torch.autograd.Function):
+    """``a = tanh(mean + exp(clamp(log_std)) * noise)`` and ``log pi(a)`` as one autograd node.
+
+    log pi(a) = log N(x; mean, std) - log|d tanh(x)/dx|, the latter written stably as
+    2(log 2 - x - softplus(-2x)). Backward by hand: d a/dx = 1 - a^2, d log pi/dx = 2a (the
+    Gaussian term's x-dependence cancels with the reparameterised noise), d log pi/d log_std = -1.
+    """
+
+    @staticmethod
+    def forward(ctx, net_out, noise, log_std_min, log_std_max):
+        mean, raw_log_std = net_out.chunk(2, dim=-1)
+        log_std = raw_log_std.clamp(log_std_min, log_std_max)
+        scaled_noise = log_std.exp() * noise
+        x = mean + scaled_noise
+        action = torch.tanh(x)
+        per_dim = 2 * (x + F.softplus(-2 * x)) - 0.5 * noise.square() - log_std
+        constant = noise.shape[-1] * (0.5 * math.log(2 * math.pi) + 2 * math.log(2))
+        log_prob = per_dim.sum(-1) - constant
+        ctx.save_for_backward(
+            action, scaled_noise, (raw_log_std >= log_std_min) & (raw_log_std <= log_std_max)
+        )
+        return action, log_prob
+
+    @staticmethod
+    def backward(ctx, grad_action, grad_log_prob):
+        action, scaled_noise, inside = ctx.saved_tensors
+        grad_x = torch.zeros_like(action)
+        if grad_action is not None:
+            grad_x = grad_action * (1 - action.square())
+        if grad_log_prob is not None:
+            grad_x = grad_x + 2 * action * grad_log_prob.unsqueeze(-1)
+        grad_log_std = grad_x * scaled_noise
+        if grad_log_prob is not None:
+            grad_log_std = grad_log_std - grad_log_prob.unsqueeze(-1)
+        return torch.cat([grad_x, grad_log_std * inside], -1), None, None, None
 
 
 class SAC(Agent):

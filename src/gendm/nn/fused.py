@@ -12,10 +12,9 @@ with:
 
 - weight gradients from ``weight_rows`` / ``grad_rows`` only (the other rows act as if the
   parameters were detached), so one stacked pass gives exactly the gradients of separate passes;
-- ``dtype=torch.bfloat16``: hidden layers in bf16 with weights cast once per optimiser step (not
-  once per use, as autocast does for non-leaf or detached weights), fused linear+bias+ReLU kernels
-  on CPU (oneDNN), and the output layer in fp32 as ``fp32_head`` does: the same numerics as
-  ``torch.autocast`` over the plain modules (tests compare them).
+- ``dtype=torch.bfloat16``: hidden layers in bf16 (weights cast once per call), fused
+  linear+bias+ReLU kernels on CPU (oneDNN), and the output layer in fp32 as ``fp32_head`` does:
+  the same numerics as ``torch.autocast`` over the plain modules (tests compare them).
 
 Only ReLU hidden activations without normalisation layers are supported; ``supports_fused`` says
 whether a network qualifies.
@@ -44,16 +43,10 @@ def supports_fused(net: nn.Module) -> bool:
     return False
 
 
-def _compute_copies(net: nn.Module, params: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
-    """``params`` in ``dtype``, cast again only when a parameter changed (its version counter moved)."""
-    if dtype == params[0].dtype:
-        return [p.detach() for p in params]
-    key = (dtype, *((p.data_ptr(), p._version) for p in params))
-    cache = net.__dict__.get("_fused_cache")
-    if cache is None or cache[0] != key:
-        cache = (key, [p.detach().to(dtype) for p in params])
-        net.__dict__["_fused_cache"] = cache
-    return cache[1]
+def _compute_copies(params: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """``params`` in ``dtype``. Cast on every call: a fused optimiser step updates parameters without
+    bumping their version counters, so a cache keyed on versions would serve stale weights."""
+    return [p.detach().to(dtype) for p in params]
 
 
 def _linear_relu(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -168,7 +161,7 @@ def fused_ensemble(
     if not supports_fused(ens) or x.dim() != 2:
         raise ValueError("fused_ensemble needs a ReLU EnsembleMLP and a shared 2-D input (rows, in).")
     params = _params(ens.layers)
-    return _EnsembleFn.apply(x, _compute_copies(ens, params, dtype), weight_rows, *params)
+    return _EnsembleFn.apply(x, _compute_copies(params, dtype), weight_rows, *params)
 
 
 def fused_mlp(
@@ -182,4 +175,4 @@ def fused_mlp(
     if not supports_fused(net) or x.dim() != 2:
         raise ValueError("fused_mlp needs a gendm.nn.mlp network of Linear and ReLU layers and a 2-D input.")
     params = _params(net)
-    return _MLPFn.apply(x, _compute_copies(net, params, dtype), grad_rows, *params)
+    return _MLPFn.apply(x, _compute_copies(params, dtype), grad_rows, *params)
