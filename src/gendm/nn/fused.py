@@ -62,46 +62,85 @@ def _linear_relu(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     return torch.addmm(bias, h, weight.t()).relu_()
 
 
+def _hidden_forward(x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """The input and every hidden activation of one MLP; ``layers``: ``(weight (out, in), bias)``."""
+    hidden = [x]
+    for weight, bias in layers:
+        hidden.append(_linear_relu(hidden[-1], weight, bias))
+    return hidden
+
+
+def _hidden_backward(
+    grad: torch.Tensor,
+    hidden: list[torch.Tensor],
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    weight_rows: slice,
+    want_weights: bool,
+    want_input: bool,
+    in_out_layout: bool,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
+    """Backpropagate ``grad`` (w.r.t. the last hidden activation) through the ReLU layers.
+
+    Returns per layer ``(weight grad, bias grad)`` from ``weight_rows`` only (weight grads as
+    ``(in, out)`` when ``in_out_layout``, else ``(out, in)``) and the gradient w.r.t. the input.
+    Every matmul is 2-D: batched matmuls over row-sliced operands take a slow path in bf16.
+    """
+    grads = []
+    for i in range(len(layers) - 1, -1, -1):
+        dz = torch.ops.aten.threshold_backward(grad, hidden[i + 1], 0)
+        if want_weights:
+            dz_rows, h_rows = dz[weight_rows], hidden[i][weight_rows]
+            weight_grad = h_rows.t() @ dz_rows if in_out_layout else dz_rows.t() @ h_rows
+            grads.append((weight_grad, dz_rows.sum(0, dtype=torch.float32)))
+        if i > 0 or want_input:
+            grad = dz @ layers[i][0]
+    return grads[::-1], grad if want_input else None
+
+
 class _EnsembleFn(torch.autograd.Function):
     """``x (rows, in)`` shared by every member -> ``(members, rows, out)`` fp32 (weights: (M, in, out))."""
 
     @staticmethod
     def forward(ctx, x, copies, weight_rows, *params):
-        members, dtype = params[0].shape[0], copies[0].dtype
-        h = x.to(dtype).expand(members, *x.shape)
-        hidden = [h]
-        for w, b in zip(copies[0:-2:2], copies[1:-2:2], strict=True):
-            h = torch.baddbmm(b, h, w).relu_()
-            hidden.append(h)
-        last = h.float()
+        members = params[0].shape[0]
+        h = x.to(copies[0].dtype)
         w_out, b_out = params[-2], params[-1]
-        out = torch.stack([torch.addmm(b_out[m], last[m], w_out[m]) for m in range(members)])
-        ctx.hidden, ctx.last, ctx.copies, ctx.x_dtype = hidden, last, copies, x.dtype
-        ctx.weight_rows = weight_rows
-        return out
+        ctx.layers, ctx.hidden, ctx.last, outs = [], [], [], []
+        for m in range(members):
+            layers = [(w[m].t(), b[m, 0]) for w, b in zip(copies[0:-2:2], copies[1:-2:2], strict=True)]
+            hidden = _hidden_forward(h, layers)
+            last = hidden[-1].float()
+            outs.append(torch.addmm(b_out[m], last, w_out[m]))
+            ctx.layers.append(layers)
+            ctx.hidden.append(hidden)
+            ctx.last.append(last)
+        ctx.copies, ctx.weight_rows, ctx.x_dtype = copies, weight_rows, x.dtype
+        return torch.stack(outs)
 
     @staticmethod
     def backward(ctx, grad):
         grad = grad.contiguous()
-        hidden, copies, rows = ctx.hidden, ctx.copies, ctx.weight_rows
-        n_layers = len(copies) // 2
-        want_weights = any(ctx.needs_input_grad[3:])
-        grads: list[torch.Tensor | None] = [None] * (2 * n_layers)
-        if want_weights:
-            g, last = grad[:, rows], ctx.last[:, rows]
-            grads[-2] = torch.stack([last[m].t() @ g[m] for m in range(g.shape[0])])
-            grads[-1] = g.sum(1, keepdim=True)
-        # d(out)/d(last hidden) is an outer product; a batched matmul over K=out_dim forms it fastest.
-        dh = torch.bmm(grad.to(hidden[-1].dtype), copies[-2].transpose(1, 2))
-        for i in range(n_layers - 2, -1, -1):
-            dz = torch.ops.aten.threshold_backward(dh, hidden[i + 1], 0)
+        copies, rows = ctx.copies, ctx.weight_rows
+        want_weights, want_input = any(ctx.needs_input_grad[3:]), ctx.needs_input_grad[0]
+        param_grads = [torch.empty(c.shape, dtype=torch.float32, device=grad.device) for c in copies]
+        grad_x = None
+        for m in range(grad.shape[0]):
+            g, hidden = grad[m], ctx.hidden[m]
             if want_weights:
-                grads[2 * i] = torch.bmm(hidden[i][:, rows].transpose(1, 2), dz[:, rows]).float()
-                grads[2 * i + 1] = dz[:, rows].sum(1, keepdim=True, dtype=torch.float32)
-            if i > 0 or ctx.needs_input_grad[0]:
-                dh = torch.bmm(dz, copies[2 * i].transpose(1, 2))
-        grad_x = dh.sum(0).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
-        return (grad_x, None, None, *grads)
+                torch.mm(ctx.last[m][rows].t(), g[rows], out=param_grads[-2][m])
+                torch.sum(g[rows], 0, out=param_grads[-1][m, 0])
+            dh = g.to(hidden[-1].dtype) @ copies[-2][m].t()
+            layer_grads, dx = _hidden_backward(
+                dh, hidden, ctx.layers[m], rows, want_weights, want_input, in_out_layout=True
+            )
+            for i, (weight_grad, bias_grad) in enumerate(layer_grads):
+                param_grads[2 * i][m].copy_(weight_grad)
+                param_grads[2 * i + 1][m, 0].copy_(bias_grad)
+            if want_input:
+                grad_x = dx if grad_x is None else grad_x + dx
+        if grad_x is not None:
+            grad_x = grad_x.to(ctx.x_dtype)
+        return (grad_x, None, None, *(param_grads if want_weights else [None] * len(copies)))
 
 
 class _MLPFn(torch.autograd.Function):
@@ -109,42 +148,34 @@ class _MLPFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, copies, grad_rows, *params):
-        dtype = copies[0].dtype
-        h = x.to(dtype)
-        hidden = [h]
-        for w, b in zip(copies[0:-2:2], copies[1:-2:2], strict=True):
-            h = _linear_relu(h, w, b)
-            hidden.append(h)
-        last = h.float()
-        out = torch.addmm(params[-1], last, params[-2].t())
-        ctx.hidden, ctx.last, ctx.copies, ctx.x_dtype = hidden, last, copies, x.dtype
-        ctx.grad_rows = grad_rows
-        return out
+        layers = list(zip(copies[0:-2:2], copies[1:-2:2], strict=True))
+        hidden = _hidden_forward(x.to(copies[0].dtype), layers)
+        last = hidden[-1].float()
+        ctx.layers, ctx.hidden, ctx.last, ctx.copies = layers, hidden, last, copies
+        ctx.grad_rows, ctx.x_shape, ctx.x_dtype = grad_rows, x.shape, x.dtype
+        return torch.addmm(params[-1], last, params[-2].t())
 
     @staticmethod
     def backward(ctx, grad):
         rows, copies = ctx.grad_rows, ctx.copies
-        hidden = [h[rows] for h in ctx.hidden]
+        want_weights, want_input = any(ctx.needs_input_grad[3:]), ctx.needs_input_grad[0]
         grad = grad[rows].contiguous()
-        n_layers = len(copies) // 2
-        want_weights = any(ctx.needs_input_grad[3:])
-        grads: list[torch.Tensor | None] = [None] * (2 * n_layers)
+        hidden = [h[rows] for h in ctx.hidden]
+        param_grads: list[torch.Tensor | None] = [None] * len(copies)
         if want_weights:
-            grads[-2] = grad.t() @ ctx.last[rows]
-            grads[-1] = grad.sum(0)
+            param_grads[-2] = grad.t() @ ctx.last[rows]
+            param_grads[-1] = grad.sum(0)
         dh = grad.to(hidden[-1].dtype) @ copies[-2]
-        for i in range(n_layers - 2, -1, -1):
-            dz = torch.ops.aten.threshold_backward(dh, hidden[i + 1], 0)
-            if want_weights:
-                grads[2 * i] = (dz.t() @ hidden[i]).float()
-                grads[2 * i + 1] = dz.sum(0, dtype=torch.float32)
-            if i > 0 or ctx.needs_input_grad[0]:
-                dh = dz @ copies[2 * i]
+        layer_grads, dx = _hidden_backward(
+            dh, hidden, ctx.layers, _ALL, want_weights, want_input, in_out_layout=False
+        )
+        for i, (weight_grad, bias_grad) in enumerate(layer_grads):
+            param_grads[2 * i], param_grads[2 * i + 1] = weight_grad.float(), bias_grad
         grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.zeros(ctx.hidden[0].shape, dtype=ctx.x_dtype, device=grad.device)
-            grad_x[rows] = dh.to(ctx.x_dtype)
-        return (grad_x, None, None, *grads)
+        if want_input:
+            grad_x = torch.zeros(ctx.x_shape, dtype=ctx.x_dtype, device=grad.device)
+            grad_x[rows] = dx.to(ctx.x_dtype)
+        return (grad_x, None, None, *param_grads)
 
 
 def _params(layers: nn.Module) -> list[torch.Tensor]:
