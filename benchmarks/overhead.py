@@ -7,6 +7,8 @@ observations, 1-dim actions, 256x256 actor and twin critics, batch 256).
   three optimisers, a Python loop for the Polyak update);
 - gendm SAC: ``gendm.agents.sac.SAC.update`` in fp32 and in bf16.
 
+Subnormal floats are flushed to zero for every variant, as gendm's training loop does.
+
     python benchmarks/overhead.py --threads 1 --out benchmarks/results/overhead.json
 """
 
@@ -121,6 +123,7 @@ def main():
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # as every gendm training run does (BENCHMARKS.md §3), for all variants
     buf = ReplayBuffer(10_000, (OBS,), (ACT,), seed=0)
     n = 10_000
     buf.add(

@@ -3,7 +3,7 @@ final-return IQM with a 95% bootstrap CI over seeds (gendm.bench.stats, 50k reps
 env-steps/s, the speed ratio to SB3 and, where run, to ``sb3-ftz`` (mean of per-seed ratios, paired
 by seed), peak RSS, and the raw per-seed numbers.
 
-    python benchmarks/summarize.py benchmarks/results/sac_pendulum_ftz.json [...]
+    python benchmarks/summarize.py benchmarks/results/sac_pendulum_stacked.json [...]
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ def summarize(path: Path) -> str:
     by = {lib: sorted((r for r in runs if r["lib"] == lib), key=lambda r: r["seed"]) for lib in libs}
     sb3_speed = {r["seed"]: r["env_steps_per_s"] for r in by.get("sb3", [])}
     ftz_speed = {r["seed"]: r["env_steps_per_s"] for r in by.get("sb3-ftz", [])}
+    threads = data.get("threads", 1)
     lines = [
         f"**{data['algo'].upper()} on {data['env']}**, {data['steps']:,} env steps, "
         f"{len(by[libs[0]])} seeds, overrides `{' '.join(data['overrides']) or 'none'}`, "
-        f"{data['workers']} runs in parallel, 1 torch thread each; started {data['started']}.",
+        f"{data['workers']} runs in parallel, {threads} torch thread{'s' * (threads > 1)} each; "
+        f"started {data['started']}.",
         "",
         "| library | final return IQM [95% CI] | env steps/s (mean) | speed vs SB3 |"
         + (" speed vs SB3 + FTZ |" if ftz_speed else "")

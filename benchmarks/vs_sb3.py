@@ -1,6 +1,7 @@
 """gendm vs Stable-Baselines3 with identical hyperparameters, one run on one machine.
 
-Each (library, seed) trains in its own process with one torch thread; jobs are interleaved so both
+Each (library, seed) trains in its own process with ``--threads`` torch threads (default 1; with
+``--workers 1 --threads 2`` one run at a time uses both cores); jobs are interleaved so both
 libraries see the same machine load. Both are scored by the same evaluation (gendm's protocol:
 10 deterministic episodes on a separate env, last checkpoint). Throughput is env steps per second
 of training (learn() wall time for SB3; the training loop's time without evaluation for gendm).
@@ -8,7 +9,7 @@ gendm's loop treats subnormal floats as zero (``TrainSettings.flush_denormals``)
 with the same flag set in its process, to show how much of the ratio that flag alone is.
 
     python benchmarks/vs_sb3.py --algo sac --env Pendulum-v1 --steps 20000 --seeds 5 \
-        --set learning_rate=1e-3 --set learning_starts=100 --out benchmarks/results/sac_pendulum_ftz.json
+        --set learning_rate=1e-3 --set learning_starts=100 --out benchmarks/results/sac_pendulum_stacked.json
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ def sb3_kwargs(algo: str, cfg: dict) -> dict:
     raise SystemExit(f"no SB3 mapping for {algo}")
 
 
-def run_one(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides: list[str]) -> dict:
+def run_one(
+    lib: str, algo: str, env_id: str, steps: int, seed: int, overrides: list[str], threads: int = 1
+) -> dict:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     from gendm.agents import ALGOS
     from gendm.core.config import apply_overrides, to_dict
     from gendm.envs import make_env
@@ -95,7 +98,7 @@ def run_one(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides: 
                     progress=False,
                     tensorboard=False,
                     resume=False,
-                    threads=1,
+                    threads=threads,
                 )
             )
         return {
@@ -145,13 +148,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--set", action="append", default=[], help="gendm config override, applied to both")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--libs", default="gendm,sb3", help="comma-separated: gendm, gendm-bf16, sb3, sb3-ftz")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--one", nargs=2, metavar=("LIB", "SEED"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(run_one(a.one[0], a.algo, a.env, a.steps, int(a.one[1]), a.set)))
+        print(json.dumps(run_one(a.one[0], a.algo, a.env, a.steps, int(a.one[1]), a.set, a.threads)))
         return
     jobs = [(lib, seed) for seed in range(a.seeds) for lib in a.libs.split(",")]
     base = [
@@ -166,11 +170,11 @@ def main() -> None:
         "--out",
         str(a.out),
     ]
-    base += [x for s in a.set for x in ("--set", s)] + ["--libs", a.libs]
+    base += [x for s in a.set for x in ("--set", s)] + ["--libs", a.libs, "--threads", str(a.threads)]
 
     def launch(job):
         lib, seed = job
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
         out = subprocess.run([*base, "--one", lib, str(seed)], capture_output=True, text=True, env=env)
         if out.returncode != 0:
             raise RuntimeError(f"{lib} seed {seed} failed:\n{out.stderr[-3000:]}")
@@ -190,6 +194,7 @@ def main() -> None:
                 "steps": a.steps,
                 "overrides": a.set,
                 "workers": a.workers,
+                "threads": a.threads,
                 "started": started,
                 "command": " ".join(sys.argv),
                 "machine": f"{os.cpu_count()}-core CPU",

@@ -41,8 +41,9 @@ class BaseConfig:
     compile: bool = False
     """Wrap the update step in torch.compile (a cold compile costs ~25 s on CPU)."""
     precision: str = "fp32"
-    """Update matmul precision: fp32, or bf16 (autocast hidden layers to bfloat16; output heads, losses
-    and Adam stay fp32; 1.4-1.5x faster updates on CPUs with AVX512-BF16, see BENCHMARKS.md)."""
+    """Update matmul precision: fp32, or bf16 (hidden layers in bfloat16 via autocast, or
+    ``gendm.nn.fused`` for SAC; output heads, losses and Adam stay fp32; 1.2-1.5x faster updates on
+    CPUs with AVX512-BF16, see BENCHMARKS.md)."""
 
     def __post_init__(self) -> None:
         check(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
