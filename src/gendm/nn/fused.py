@@ -122,7 +122,10 @@ class _EnsembleFn(torch.autograd.Function):
         grad = grad.contiguous()
         copies, rows = ctx.copies, ctx.weight_rows
         want_weights, want_input = any(ctx.needs_input_grad[3:]), ctx.needs_input_grad[0]
-        param_grads = [torch.empty(c.shape, dtype=torch.float32, device=grad.device) for c in copies]
+        param_grads = [
+            torch.empty(c.shape, dtype=torch.float32, device=grad.device) if want_weights else None
+            for c in copies
+        ]
         grad_x = None
         for m in range(grad.shape[0]):
             g, hidden = grad[m], ctx.hidden[m]
@@ -140,7 +143,7 @@ class _EnsembleFn(torch.autograd.Function):
                 grad_x = dx if grad_x is None else grad_x + dx
         if grad_x is not None:
             grad_x = grad_x.to(ctx.x_dtype)
-        return (grad_x, None, None, *(param_grads if want_weights else [None] * len(copies)))
+        return (grad_x, None, None, *param_grads)
 
 
 class _MLPFn(torch.autograd.Function):
