@@ -91,8 +91,10 @@ class _SquashedSample(torch.autograd.Function):
     """``a = tanh(mean + exp(clamp(log_std)) * noise)`` and ``log pi(a)`` as one autograd node.
 
     log pi(a) = log N(x; mean, std) - log|d tanh(x)/dx|, the latter written stably as
-    2(log 2 - x - softplus(-2x)). Backward by hand: d a/dx = 1 - a^2, d log pi/dx = 2a (the
-    Gaussian term's x-dependence cancels with the reparameterised noise), d log pi/d log_std = -1.
+    2(log 2 - x - softplus(-2x)). Backward by hand, with the noise held fixed (reparameterisation):
+    the Gaussian term, written in the noise, does not depend on x, so d log pi/dx = 2a from the tanh
+    term; d a/dx = 1 - a^2; dx/d mean = 1, dx/d log_std = std * noise, and log pi has -1 in log_std
+    directly; clamped log stds get no gradient.
     """
 
     @staticmethod
