@@ -127,8 +127,8 @@ def test_sac_stacked_passes_give_the_gradients_of_separate_passes():
     t = lambda *shape: torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)  # noqa: E731
     batch = Batch(t(16, 3), t(16, 1).clamp(-2, 2), t(16), t(16, 3), torch.zeros(16), torch.zeros(16))
     alpha = agent.log_alpha.detach().exp()
-    params = [p for p in agent.opt.param_groups[0]["params"] + agent.opt.param_groups[1]["params"]]
-    params.append(agent.log_alpha)
+    groups = agent.opt.param_groups
+    params = [*groups[0]["params"], *groups[1]["params"], agent.log_alpha]
 
     torch.manual_seed(3)
     loss, _ = agent._losses(batch, alpha, update_actor=True)

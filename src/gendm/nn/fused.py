@@ -4,7 +4,8 @@ An actor-critic update evaluates the same network on several batches that want d
 gradients: SAC's critic sees ``(obs, a)`` rows whose loss trains the critic and ``(obs, pi(obs))``
 rows whose loss must reach ``pi`` but not the critic; its actor sees ``next_obs`` rows that carry
 no gradient and ``obs`` rows that do. Stacking those batches into one pass halves the number of
-kernels, and on a CPU at batch 256 the per-kernel cost, not the arithmetic, is much of an update.
+kernels and doubles the rows per matmul (SAC: bf16 update ~6.5 -> ~5.6 ms at Pendulum sizes on the
+dev box; BENCHMARKS.md section 1 has the end-to-end effect).
 
 ``fused_ensemble(ens, x, dtype, weight_rows)`` and ``fused_mlp(net, x, dtype, grad_rows)`` run the
 forward and hand-written backward of a ReLU MLP (an ``EnsembleMLP`` or a ``gendm.nn.mlp`` network)
