@@ -7,8 +7,8 @@ PY=${PY:-.venv/bin/python}
 R=benchmarks/results
 # sb3-ftz: SB3 with the subnormals-as-zero flag gendm's training loop sets, to separate the flag's share.
 $PY benchmarks/vs_sb3.py --algo sac --env Pendulum-v1 --steps 20000 --seeds 5 --libs gendm,gendm-bf16,sb3,sb3-ftz \
-    --set learning_rate=1e-3 --set learning_starts=100 --out $R/sac_pendulum_stacked.json
+    --set learning_rate=1e-3 --set learning_starts=100 --out $R/sac_pendulum_handgrad.json
 $PY benchmarks/vs_sb3.py --algo sac --env HalfCheetah-v5 --steps 30000 --seeds 5 --libs gendm,gendm-bf16,sb3,sb3-ftz \
-    --set learning_starts=10000 --out $R/sac_halfcheetah_stacked.json
+    --set learning_starts=10000 --out $R/sac_halfcheetah_handgrad.json
 $PY benchmarks/vs_sb3.py --algo ppo --env CartPole-v1 --steps 50000 --seeds 5 --libs gendm,sb3 \
     --out $R/ppo_cartpole.json

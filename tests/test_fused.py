@@ -102,11 +102,17 @@ def test_unsupported_networks_are_refused():
         fused_mlp(mlp(3, 2, layer_norm=True), torch.randn(4, 3))
 
 
-def _separate_pass_losses(agent: SAC, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
-    """SAC's losses written the plain way: separate actor and critic passes, detached critic for pi."""
+def _reference_sac_losses(agent: SAC, batch: Batch, alpha: torch.Tensor, noise: torch.Tensor):
+    """SAC's losses written the plain autograd way: separate actor and critic passes through the
+    modules, the squashed Gaussian by its textbook formula, a detached critic for pi."""
     c, n = agent.config, batch.obs.shape[0]
     actions = (batch.actions - agent.action_bias) / agent.action_scale
-    sampled, log_probs = agent.actor.sample(agent.actor.net(torch.cat([batch.next_obs, batch.obs])))
+    mean, log_std = agent.actor.net(torch.cat([batch.next_obs, batch.obs])).chunk(2, -1)
+    log_std = log_std.clamp(c.log_std_min, c.log_std_max)
+    x = mean + log_std.exp() * noise
+    sampled = torch.tanh(x)
+    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(x)
+    log_probs = (gaussian - torch.log(1 - sampled.pow(2) + 1e-12)).sum(-1)
     with torch.no_grad():
         next_in = torch.cat([batch.next_obs, sampled[:n]], -1)
         next_q = agent.critic_target(next_in).squeeze(-1).min(0).values
@@ -117,26 +123,53 @@ def _separate_pass_losses(agent: SAC, batch: Batch, alpha: torch.Tensor) -> torc
     critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
     actor_loss = (alpha * log_prob - q_pi.min(0).values).mean()
     alpha_loss = -(agent.log_alpha * (log_prob.detach() + agent.target_entropy)).mean()
-    return critic_loss + actor_loss + alpha_loss
+    return critic_loss, actor_loss, alpha_loss
 
 
-def test_sac_stacked_passes_give_the_gradients_of_separate_passes():
+def _sac_and_batch(**config):
     env = gym.make("Pendulum-v1")
-    agent = SAC(SACConfig(hidden=(32, 32)), env.observation_space, env.action_space, torch.device("cpu"))
+    agent = SAC(
+        SACConfig(hidden=(32, 32), **config), env.observation_space, env.action_space, torch.device("cpu")
+    )
     rng = np.random.default_rng(0)
     t = lambda *shape: torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)  # noqa: E731
     batch = Batch(t(16, 3), t(16, 1).clamp(-2, 2), t(16), t(16, 3), torch.zeros(16), torch.zeros(16))
-    alpha = agent.log_alpha.detach().exp()
-    groups = agent.opt.param_groups
-    params = [*groups[0]["params"], *groups[1]["params"], agent.log_alpha]
+    batch.terminations[::5] = 1
+    return agent, batch
 
+
+def test_sac_hand_derived_gradients_equal_autograd_on_plain_modules():
+    agent, batch = _sac_and_batch()
+    alpha = agent.log_alpha.detach().exp()
     torch.manual_seed(3)
-    loss, _ = agent._losses(batch, alpha, update_actor=True)
-    got = torch.autograd.grad(loss, params)
+    got, metrics = agent._gradients(batch, alpha, update_actor=True)
     torch.manual_seed(3)
-    want = torch.autograd.grad(_separate_pass_losses(agent, batch, alpha), params)
+    losses = _reference_sac_losses(agent, batch, alpha, torch.randn(32, 1))
+    want = torch.autograd.grad(sum(losses), agent._trained)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    for key, loss in zip(("losses/critic", "losses/actor", "losses/alpha"), losses, strict=True):
+        torch.testing.assert_close(metrics[key], loss.detach())
+
+
+def test_sac_critic_only_step_leaves_the_actor_and_temperature_without_gradients():
+    agent, batch = _sac_and_batch(policy_frequency=2)
+    alpha = agent.log_alpha.detach().exp()
+    torch.manual_seed(3)
+    got, _ = agent._gradients(batch, alpha, update_actor=False)
+    torch.manual_seed(3)
+    critic_loss, _, _ = _reference_sac_losses(agent, batch, alpha, torch.randn(32, 1))
+    n_actor = len(agent._actor_params)
+    assert all(g is None for g in got[:n_actor]) and got[-1] is None
+    want = torch.autograd.grad(critic_loss, agent._critic_params)
+    for g, w in zip(got[n_actor:-1], want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    actor_before = [p.detach().clone() for p in agent._actor_params]
+    agent.update(batch)  # update 0 trains the actor; update 1 must not
+    actor_after = [p.detach().clone() for p in agent._actor_params]
+    agent.update(batch)
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, actor_after, strict=True))
+    assert all(torch.equal(a, p) for a, p in zip(actor_after, agent._actor_params, strict=True))
 
 
 def test_sac_update_runs_under_torch_compile_in_bf16():

@@ -23,6 +23,7 @@ from gendm.core.config import check
 from gendm.core.errors import ConfigError
 from gendm.core.registry import Registry
 from gendm.nn import Normalizer
+from gendm.nn.optim import FusedAdam
 
 if TYPE_CHECKING:
     from gendm.data.dataset import OfflineDataset
@@ -155,9 +156,11 @@ class Agent:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
     def adam(self, params, lr: float, **kwargs) -> torch.optim.Adam:
-        """Adam with the fused kernel where torch has one (CPU and CUDA): ~30% faster steps here."""
-        fused = self.device.type in ("cpu", "cuda")
-        return torch.optim.Adam(params, lr=lr, fused=fused or None, **kwargs)
+        """Adam with the fused kernel where torch has one (CPU and CUDA): ~30% faster steps here,
+        called directly after the first step (``gendm.nn.optim.FusedAdam``)."""
+        if self.device.type in ("cpu", "cuda"):
+            return FusedAdam(params, lr=lr, **kwargs)
+        return torch.optim.Adam(params, lr=lr, **kwargs)
 
     def maybe_compile(self, fn):
         return torch.compile(fn) if self.config.compile else fn

@@ -24,7 +24,14 @@ from gendm.agents.base import Agent, AlgoSpec, OffPolicyConfig, box_bounds, regi
 from gendm.core.config import check
 from gendm.data.replay import Batch
 from gendm.nn import EnsembleMLP, mlp
-from gendm.nn.fused import fused_ensemble, fused_mlp
+from gendm.nn.fused import (
+    cast_params,
+    ensemble_backward,
+    ensemble_forward,
+    layer_params,
+    mlp_backward,
+    mlp_forward,
+)
 
 
 @dataclass
@@ -87,43 +94,57 @@ class SquashedGaussianActor(nn.Module):
         return _SquashedSample.apply(net_out, noise, self.log_std_min, self.log_std_max)
 
 
-class _SquashedSample(torch.autograd.Function):
-    """``a = tanh(mean + exp(clamp(log_std)) * noise)`` and ``log pi(a)`` as one autograd node.
+def squashed_sample(
+    net_out: torch.Tensor, noise: torch.Tensor, log_std_min: float, log_std_max: float
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``a = tanh(mean + exp(clamp(log_std)) * noise)``, ``log pi(a)``, and what
+    ``squashed_sample_backward`` needs, for ``net_out = (mean, log_std)``.
 
     log pi(a) = log N(x; mean, std) - log|d tanh(x)/dx|, the latter written stably as
-    2(log 2 - x - softplus(-2x)). Backward by hand, with the noise held fixed (reparameterisation):
-    the Gaussian term, written in the noise, does not depend on x, so d log pi/dx = 2a from the tanh
-    term; d a/dx = 1 - a^2; dx/d mean = 1, dx/d log_std = std * noise, and log pi has -1 in log_std
-    directly; clamped log stds get no gradient.
+    2(log 2 - x - softplus(-2x)).
     """
+    mean, raw_log_std = net_out.chunk(2, dim=-1)
+    log_std = raw_log_std.clamp(log_std_min, log_std_max)
+    scaled_noise = log_std.exp() * noise
+    x = mean + scaled_noise
+    action = torch.tanh(x)
+    per_dim = 2 * (x + F.softplus(-2 * x)) - 0.5 * noise.square() - log_std
+    constant = noise.shape[-1] * (0.5 * math.log(2 * math.pi) + 2 * math.log(2))
+    inside = (raw_log_std >= log_std_min) & (raw_log_std <= log_std_max)
+    return action, per_dim.sum(-1) - constant, (action, scaled_noise, inside)
+
+
+def squashed_sample_backward(
+    saved: tuple[torch.Tensor, ...], grad_action: torch.Tensor | None, grad_log_prob: torch.Tensor | None
+) -> torch.Tensor:
+    """The gradient w.r.t. ``net_out`` of ``squashed_sample`` with the noise held fixed
+    (reparameterisation). The Gaussian term, written in the noise, does not depend on x, so
+    d log pi/dx = 2a from the tanh term; d a/dx = 1 - a^2; dx/d mean = 1, dx/d log_std = std * noise,
+    and log pi has -1 in log_std directly; clamped log stds get no gradient."""
+    action, scaled_noise, inside = saved
+    grad_x = torch.zeros_like(action)
+    if grad_action is not None:
+        grad_x = grad_action * (1 - action.square())
+    if grad_log_prob is not None:
+        grad_x = grad_x + 2 * action * grad_log_prob.unsqueeze(-1)
+    grad_log_std = grad_x * scaled_noise
+    if grad_log_prob is not None:
+        grad_log_std = grad_log_std - grad_log_prob.unsqueeze(-1)
+    return torch.cat([grad_x, grad_log_std * inside], -1)
+
+
+class _SquashedSample(torch.autograd.Function):
+    """``squashed_sample`` / ``squashed_sample_backward`` as one autograd node."""
 
     @staticmethod
     def forward(ctx, net_out, noise, log_std_min, log_std_max):
-        mean, raw_log_std = net_out.chunk(2, dim=-1)
-        log_std = raw_log_std.clamp(log_std_min, log_std_max)
-        scaled_noise = log_std.exp() * noise
-        x = mean + scaled_noise
-        action = torch.tanh(x)
-        per_dim = 2 * (x + F.softplus(-2 * x)) - 0.5 * noise.square() - log_std
-        constant = noise.shape[-1] * (0.5 * math.log(2 * math.pi) + 2 * math.log(2))
-        log_prob = per_dim.sum(-1) - constant
-        ctx.save_for_backward(
-            action, scaled_noise, (raw_log_std >= log_std_min) & (raw_log_std <= log_std_max)
-        )
+        action, log_prob, saved = squashed_sample(net_out, noise, log_std_min, log_std_max)
+        ctx.save_for_backward(*saved)  # saves the output ``action`` without a reference cycle
         return action, log_prob
 
     @staticmethod
     def backward(ctx, grad_action, grad_log_prob):
-        action, scaled_noise, inside = ctx.saved_tensors
-        grad_x = torch.zeros_like(action)
-        if grad_action is not None:
-            grad_x = grad_action * (1 - action.square())
-        if grad_log_prob is not None:
-            grad_x = grad_x + 2 * action * grad_log_prob.unsqueeze(-1)
-        grad_log_std = grad_x * scaled_noise
-        if grad_log_prob is not None:
-            grad_log_std = grad_log_std - grad_log_prob.unsqueeze(-1)
-        return torch.cat([grad_x, grad_log_std * inside], -1), None, None, None
+        return squashed_sample_backward(ctx.saved_tensors, grad_action, grad_log_prob), None, None, None
 
 
 class SAC(Agent):
@@ -161,66 +182,95 @@ class SAC(Agent):
             "opt": self.opt,
             "temperature": _ParamHolder(self.log_alpha),
         }
-        self._target_pairs = (list(self.critic_target.parameters()), list(self.critic.parameters()))
-        self._losses = self.maybe_compile(self._losses)
+        self._actor_params = layer_params(self.actor.net)
+        self._critic_params = layer_params(self.critic.layers)
+        self._target_params = layer_params(self.critic_target.layers)
+        self._trained = [*self._actor_params, *self._critic_params, self.log_alpha]
+        self._gradients = self.maybe_compile(self._gradients)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         action, _ = self.actor(obs, deterministic)
         return action * self.action_scale + self.action_bias
 
-    def _losses(
+    @torch.no_grad()
+    def _gradients(
         self, batch: Batch, alpha: torch.Tensor, update_actor: bool
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Critic, actor and temperature losses, summed for one backward pass and one fused Adam step.
+    ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
+        """Gradients of the summed critic, actor and temperature losses w.r.t. ``self._trained``
+        (None where a loss is skipped), derived by hand, with no autograd graph:
 
-        The losses touch disjoint parameters (targets under no_grad, the actor's Q with weight
-        gradients restricted to the critic-loss rows, alpha's loss on detached log-probs), so their
-        gradients are exactly those of separate updates; the only difference from SB3's sequence is
-        that the actor sees the critic from before this step's critic update.
+        - critic: ``0.5 sum_m mean_i (Q_m(s, a) - y)^2``, ``y = r + gamma (1 - term) (min_m Q'_m(s', a')
+          - alpha log pi(a'|s'))``, ``a' ~ pi(s')``: d/dQ_m = (Q_m - y) / n;
+        - actor: ``mean_i(alpha log pi(a~|s) - min_m Q_m(s, a~))``, ``a~ ~ pi(s)`` reparameterised, the
+          critic held fixed: d/dQ_m = -1/n for the minimising member, d/d log pi = alpha / n;
+        - temperature: ``-mean_i(log alpha (log pi(a~|s) + target_entropy))``.
+
+        The losses touch disjoint parameters, so these are exactly the gradients of separate
+        updates (tests check them against autograd on plain modules); the only difference from SB3's
+        sequence is that the actor sees the critic from before this step's critic update. One actor
+        pass covers ``[next_obs; obs]`` and one critic pass ``[(obs, a); (obs, a~)]``, the critic's
+        weight gradients taken from the first rows only.
         """
         c = self.config
-        n = batch.obs.shape[0]
+        n, obs_dim = batch.obs.shape
         dtype = torch.bfloat16 if c.precision == "bf16" else torch.float32
         actions = (batch.actions - self.action_bias) / self.action_scale
-        # One actor pass: rows [:n] sample next actions for the target (no gradient), rows [n:] pi(obs).
+        actor_copies = cast_params(self._actor_params, dtype)
         actor_obs = torch.cat([batch.next_obs, batch.obs]) if update_actor else batch.next_obs
-        with torch.set_grad_enabled(update_actor and torch.is_grad_enabled()):
-            out = fused_mlp(self.actor.net, actor_obs, dtype, grad_rows=slice(n, None))
-            sampled, log_probs = self.actor.sample(out)
-        with torch.no_grad():
-            next_q = fused_ensemble(self.critic_target, torch.cat([batch.next_obs, sampled[:n]], -1), dtype)
-            next_q = next_q.squeeze(-1).min(0).values
-            target = batch.rewards + (1 - batch.terminations) * c.gamma * (next_q - alpha * log_probs[:n])
-        # One critic pass: rows [:n] are (obs, a) for the critic loss and the only rows whose
-        # gradients reach the critic's weights; rows [n:] are (obs, pi) for the actor loss.
+        out, actor_saved = mlp_forward(actor_obs, actor_copies, self._actor_params)
+        noise = torch.randn_like(out[:, : out.shape[1] // 2])
+        sampled, log_probs, sample_saved = squashed_sample(out, noise, c.log_std_min, c.log_std_max)
+
+        next_in = torch.cat([batch.next_obs, sampled[:n]], -1)
+        target_copies = cast_params(self._target_params, dtype)
+        next_q = ensemble_forward(next_in, target_copies, self._target_params, save=False)[0]
+        next_q = next_q.squeeze(-1).min(0).values
+        target = batch.rewards + (1 - batch.terminations) * c.gamma * (next_q - alpha * log_probs[:n])
+
         critic_in = torch.cat([batch.obs, actions], -1)
         if update_actor:
-            pi, log_prob = sampled[n:], log_probs[n:]
-            critic_in = torch.cat([critic_in, torch.cat([batch.obs, pi], -1)])
-        q_all = fused_ensemble(self.critic, critic_in, dtype, weight_rows=slice(0, n)).squeeze(-1)
-        q = q_all[:, :n]
-        critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
-        loss = critic_loss
-        metrics = {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
-        if update_actor:
-            actor_loss = (alpha * log_prob - q_all[:, n:].min(0).values).mean()
-            loss = loss + actor_loss
-            metrics |= {"losses/actor": actor_loss.detach(), "charts/entropy": -log_prob.detach().mean()}
-            if c.autotune:
-                alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-                loss = loss + alpha_loss
-                metrics["losses/alpha"] = alpha_loss.detach()
-        return loss, metrics
+            critic_in = torch.cat([critic_in, torch.cat([batch.obs, sampled[n:]], -1)])
+        critic_copies = cast_params(self._critic_params, dtype)
+        q_all, critic_saved = ensemble_forward(critic_in, critic_copies, self._critic_params)
+        q_all = q_all.squeeze(-1)
+        td = q_all[:, :n] - target
+        grad_q = torch.zeros_like(q_all)
+        grad_q[:, :n] = td / n
+        critic_loss = 0.5 * td.square().mean(-1).sum()
+        metrics = {"losses/critic": critic_loss, "losses/q_mean": q_all[:, :n].mean()}
+        if not update_actor:
+            critic_grads, _ = ensemble_backward(
+                critic_saved, critic_copies, grad_q.unsqueeze(-1), slice(0, n)
+            )
+            return [None] * len(self._actor_params) + critic_grads + [None], metrics
+
+        min_q_pi, argmin = q_all[:, n:].min(0)
+        grad_q[:, n:].scatter_(0, argmin.unsqueeze(0), -1.0 / n)
+        critic_grads, grad_in = ensemble_backward(
+            critic_saved, critic_copies, grad_q.unsqueeze(-1), slice(0, n), input_rows=slice(n, None)
+        )
+        log_prob = log_probs[n:]
+        grad_out = squashed_sample_backward(
+            tuple(t[n:] for t in sample_saved), grad_in[:, obs_dim:].float(), (alpha / n).expand(n)
+        )
+        actor_grads, _ = mlp_backward(actor_saved, actor_copies, grad_out, rows=slice(n, None))
+        metrics["losses/actor"] = (alpha * log_prob - min_q_pi).mean()
+        metrics["charts/entropy"] = -log_prob.mean()
+        alpha_grad = None
+        if c.autotune:
+            alpha_grad = -(log_prob + self.target_entropy).mean()
+            metrics["losses/alpha"] = self.log_alpha * alpha_grad
+        return [*actor_grads, *critic_grads, alpha_grad], metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         alpha = self.log_alpha.detach().exp()
-        loss, metrics = self._losses(batch, alpha, self.num_updates % self.config.policy_frequency == 0)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        grads, metrics = self._gradients(batch, alpha, self.num_updates % self.config.policy_frequency == 0)
+        for param, grad in zip(self._trained, grads, strict=True):
+            param.grad = grad
         self.opt.step()
         if self.num_updates % self.config.target_network_frequency == 0:
-            torch._foreach_lerp_(self._target_pairs[0], self._target_pairs[1], self.config.tau)
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.config.tau)
         self.num_updates += 1
         metrics["charts/alpha"] = alpha
         return metrics

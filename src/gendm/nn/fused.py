@@ -1,4 +1,4 @@
-"""ReLU MLPs evaluated as one autograd node each, with gradients restricted to chosen rows.
+"""ReLU MLPs with a hand-written backward and gradients restricted to chosen rows.
 
 An actor-critic update evaluates the same network on several batches that want different
 gradients: SAC's critic sees ``(obs, a)`` rows whose loss trains the critic and ``(obs, pi(obs))``
@@ -7,15 +7,18 @@ no gradient and ``obs`` rows that do. Stacking those batches into one pass halve
 kernels and doubles the rows per matmul (SAC: bf16 update ~6.5 -> ~5.6 ms at Pendulum sizes on the
 dev box; BENCHMARKS.md section 1 has the end-to-end effect).
 
-``fused_ensemble(ens, x, dtype, weight_rows)`` and ``fused_mlp(net, x, dtype, grad_rows)`` run the
-forward and hand-written backward of a ReLU MLP (an ``EnsembleMLP`` or a ``gendm.nn.mlp`` network)
-with:
+The functional core runs a ReLU MLP (an ``EnsembleMLP`` or a ``gendm.nn.mlp`` network) forward,
+keeping what its backward needs, and backward by hand:
 
-- weight gradients from ``weight_rows`` / ``grad_rows`` only (the other rows act as if the
-  parameters were detached), so one stacked pass gives exactly the gradients of separate passes;
-- ``dtype=torch.bfloat16``: hidden layers in bf16 (weights cast once per call), fused
-  linear+bias+ReLU kernels on CPU (oneDNN), and the output layer in fp32 as ``fp32_head`` does:
-  the same numerics as ``torch.autocast`` over the plain modules (tests compare them).
+- ``ensemble_forward`` / ``ensemble_backward`` and ``mlp_forward`` / ``mlp_backward``: weight
+  gradients from chosen rows only (the other rows act as if the parameters were detached) and input
+  gradients for chosen rows only, so one stacked pass gives exactly the gradients of separate passes.
+  SAC's update calls these directly, with no autograd graph at all.
+- ``fused_ensemble(ens, x, dtype, weight_rows)`` and ``fused_mlp(net, x, dtype, grad_rows)`` wrap
+  them as one autograd node each, for use inside ordinary autograd losses.
+- ``dtype=torch.bfloat16``: hidden layers in bf16 (weights cast on every call by ``cast_params``),
+  fused linear+bias+ReLU kernels on CPU (oneDNN), and the output layer in fp32 as ``fp32_head``
+  does: the same numerics as ``torch.autocast`` over the plain modules (tests compare them).
 
 Only ReLU hidden activations without normalisation layers are supported; ``supports_fused`` says
 whether a network qualifies.
@@ -44,7 +47,7 @@ def supports_fused(net: nn.Module) -> bool:
     return False
 
 
-def _compute_copies(params: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+def cast_params(params: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
     """``params`` in ``dtype``. Cast on every call: a fused optimiser step updates parameters without
     bumping their version counters, so a cache keyed on versions would serve stale weights."""
     return [p.detach().to(dtype) for p in params]
@@ -77,112 +80,176 @@ def _hidden_backward(
     layers: list[tuple[torch.Tensor, torch.Tensor]],
     weight_rows: slice,
     want_weights: bool,
-    want_input: bool,
+    input_rows: slice | None,
     in_out_layout: bool,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
     """Backpropagate ``grad`` (w.r.t. the last hidden activation) through the ReLU layers.
 
     Returns per layer ``(weight grad, bias grad)`` from ``weight_rows`` only (weight grads as
-    ``(in, out)`` when ``in_out_layout``, else ``(out, in)``) and the gradient w.r.t. the input.
+    ``(in, out)`` when ``in_out_layout``, else ``(out, in)``) and the gradient w.r.t. the input
+    rows ``input_rows`` (None: no input gradient).
     Every matmul is 2-D: batched matmuls over row-sliced operands take a slow path in bf16.
     """
     grads = []
+    grad_x = None
     for i in range(len(layers) - 1, -1, -1):
         dz = torch.ops.aten.threshold_backward(grad, hidden[i + 1], 0)
         if want_weights:
             dz_rows, h_rows = dz[weight_rows], hidden[i][weight_rows]
             weight_grad = h_rows.t() @ dz_rows if in_out_layout else dz_rows.t() @ h_rows
-            grads.append((weight_grad, dz_rows.sum(0, dtype=torch.float32)))
-        if i > 0 or want_input:
+            grads.append((weight_grad, dz_rows.sum(0)))  # bf16 sums accumulate in fp32
+        if i > 0:
             grad = dz @ layers[i][0]
-    return grads[::-1], grad if want_input else None
+        elif input_rows is not None:
+            grad_x = dz[input_rows] @ layers[i][0]
+    return grads[::-1], grad_x
 
 
-class _EnsembleFn(torch.autograd.Function):
-    """``x (rows, in)`` shared by every member -> ``(members, rows, out)`` fp32 (weights: (M, in, out))."""
+def _head_input_grad(grad: torch.Tensor, weight_in_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``grad (rows, out) @ weight_in_out.T`` in ``dtype``; a broadcast product for one output (a
+    matmul with an inner dimension of 1 takes a slow path on CPU)."""
+    grad = grad.to(dtype)
+    return grad * weight_in_out.t() if weight_in_out.shape[-1] == 1 else grad @ weight_in_out.t()
 
-    @staticmethod
-    def forward(ctx, x, copies, weight_rows, *params):
-        members = params[0].shape[0]
-        h = x.to(copies[0].dtype)
-        w_out, b_out = params[-2], params[-1]
-        ctx.layers, ctx.hidden, ctx.last, outs = [], [], [], []
-        for m in range(members):
-            layers = [(w[m].t(), b[m, 0]) for w, b in zip(copies[0:-2:2], copies[1:-2:2], strict=True)]
-            hidden = _hidden_forward(h, layers)
-            last = hidden[-1].float()
-            outs.append(torch.addmm(b_out[m], last, w_out[m]))
-            ctx.layers.append(layers)
-            ctx.hidden.append(hidden)
-            ctx.last.append(last)
-        ctx.copies, ctx.weight_rows, ctx.x_dtype = copies, weight_rows, x.dtype
-        return torch.stack(outs)
 
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous()
-        copies, rows = ctx.copies, ctx.weight_rows
-        want_weights, want_input = any(ctx.needs_input_grad[3:]), ctx.needs_input_grad[0]
-        param_grads = [
-            torch.empty(c.shape, dtype=torch.float32, device=grad.device) if want_weights else None
-            for c in copies
-        ]
-        grad_x = None
-        for m in range(grad.shape[0]):
-            g, hidden = grad[m], ctx.hidden[m]
-            if want_weights:
-                torch.mm(ctx.last[m][rows].t(), g[rows], out=param_grads[-2][m])
-                torch.sum(g[rows], 0, out=param_grads[-1][m, 0])
-            dh = g.to(hidden[-1].dtype) @ copies[-2][m].t()
-            layer_grads, dx = _hidden_backward(
-                dh, hidden, ctx.layers[m], rows, want_weights, want_input, in_out_layout=True
-            )
+def ensemble_forward(
+    x: torch.Tensor, copies: list[torch.Tensor], params: list[torch.Tensor], save: bool = True
+) -> tuple[torch.Tensor, list | None]:
+    """An ``EnsembleMLP`` on a shared ``x (rows, in)`` -> ``(members, rows, out)`` fp32, and (with
+    ``save``) what ``ensemble_backward`` needs. ``params``: the layers' weights ``(M, in, out)`` and
+    biases ``(M, 1, out)`` in order; ``copies``: the same in the compute dtype (``cast_params``)."""
+    h = x.to(copies[0].dtype)
+    w_out, b_out = params[-2], params[-1]
+    saved, outs = [], []
+    for m in range(params[0].shape[0]):
+        layers = [(w[m].t(), b[m, 0]) for w, b in zip(copies[0:-2:2], copies[1:-2:2], strict=True)]
+        hidden = _hidden_forward(h, layers)
+        last = hidden[-1].float()
+        outs.append(torch.addmm(b_out[m], last, w_out[m]))
+        saved.append((layers, hidden, last))
+    return torch.stack(outs), (saved if save else None)
+
+
+def ensemble_backward(
+    saved: list,
+    copies: list[torch.Tensor],
+    grad: torch.Tensor,
+    weight_rows: slice = _ALL,
+    want_weights: bool = True,
+    input_rows: slice | None = None,
+) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """Gradients of ``(grad * out).sum()`` for ``out, saved = ensemble_forward(...)``: fp32
+    parameter gradients from ``weight_rows`` only (None without ``want_weights``) and the input
+    gradient of ``input_rows``, summed over members (None if ``input_rows`` is None)."""
+    param_grads = None
+    if want_weights:
+        param_grads = [torch.empty(c.shape, dtype=torch.float32, device=grad.device) for c in copies]
+    grad_x = None
+    for m, (layers, hidden, last) in enumerate(saved):
+        g = grad[m]
+        if param_grads is not None:
+            torch.mm(last[weight_rows].t(), g[weight_rows], out=param_grads[-2][m])
+            torch.sum(g[weight_rows], 0, out=param_grads[-1][m, 0])
+        dh = _head_input_grad(g, copies[-2][m], hidden[-1].dtype)
+        layer_grads, dx = _hidden_backward(
+            dh, hidden, layers, weight_rows, want_weights, input_rows, in_out_layout=True
+        )
+        if param_grads is not None:
             for i, (weight_grad, bias_grad) in enumerate(layer_grads):
                 param_grads[2 * i][m].copy_(weight_grad)
                 param_grads[2 * i + 1][m, 0].copy_(bias_grad)
-            if want_input:
-                grad_x = dx if grad_x is None else grad_x + dx
-        if grad_x is not None:
-            grad_x = grad_x.to(ctx.x_dtype)
-        return (grad_x, None, None, *param_grads)
+        if dx is not None:
+            grad_x = dx if grad_x is None else grad_x + dx
+    return param_grads, grad_x
 
 
-class _MLPFn(torch.autograd.Function):
-    """``x (rows, in) -> (rows, out)`` fp32 for an ``nn.Linear`` stack (weights: (out, in))."""
+def mlp_forward(
+    x: torch.Tensor, copies: list[torch.Tensor], params: list[torch.Tensor]
+) -> tuple[torch.Tensor, tuple]:
+    """An ``nn.Linear``/ReLU stack on ``x (rows, in)`` -> ``(rows, out)`` fp32, and what
+    ``mlp_backward`` needs. ``params``: weights ``(out, in)`` and biases in order; ``copies``: the
+    same in the compute dtype."""
+    layers = list(zip(copies[0:-2:2], copies[1:-2:2], strict=True))
+    hidden = _hidden_forward(x.to(copies[0].dtype), layers)
+    last = hidden[-1].float()
+    return torch.addmm(params[-1], last, params[-2].t()), (layers, hidden, last)
+
+
+def mlp_backward(
+    saved: tuple,
+    copies: list[torch.Tensor],
+    grad: torch.Tensor,
+    rows: slice = _ALL,
+    want_weights: bool = True,
+    want_input: bool = False,
+) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """Gradients of ``(grad * out[rows]).sum()`` for ``out, saved = mlp_forward(...)`` (``grad``
+    covers ``rows`` only): fp32 parameter gradients (None without ``want_weights``) and, with
+    ``want_input``, the gradient w.r.t. ``x[rows]``."""
+    layers, hidden, last = saved
+    hidden = [h[rows] for h in hidden]
+    param_grads: list[torch.Tensor] | None = None
+    if want_weights:
+        param_grads = [grad.t() @ last[rows], grad.sum(0)]
+    dh = _head_input_grad(grad, copies[-2].t(), hidden[-1].dtype)
+    layer_grads, dx = _hidden_backward(
+        dh, hidden, layers, _ALL, want_weights, _ALL if want_input else None, in_out_layout=False
+    )
+    if param_grads is not None:
+        front = [g.float() for layer_grad in layer_grads for g in layer_grad]
+        param_grads = front + param_grads
+    return param_grads, dx
+
+
+class _EnsembleFn(torch.autograd.Function):
+    """``ensemble_forward`` / ``ensemble_backward`` as one autograd node."""
 
     @staticmethod
-    def forward(ctx, x, copies, grad_rows, *params):
-        layers = list(zip(copies[0:-2:2], copies[1:-2:2], strict=True))
-        hidden = _hidden_forward(x.to(copies[0].dtype), layers)
-        last = hidden[-1].float()
-        ctx.layers, ctx.hidden, ctx.last, ctx.copies = layers, hidden, last, copies
-        ctx.grad_rows, ctx.x_shape, ctx.x_dtype = grad_rows, x.shape, x.dtype
-        return torch.addmm(params[-1], last, params[-2].t())
+    def forward(ctx, x, copies, weight_rows, *params):
+        out, ctx.saved = ensemble_forward(x, copies, params)
+        ctx.copies, ctx.weight_rows, ctx.x_dtype = copies, weight_rows, x.dtype
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        rows, copies = ctx.grad_rows, ctx.copies
         want_weights, want_input = any(ctx.needs_input_grad[3:]), ctx.needs_input_grad[0]
-        grad = grad[rows].contiguous()
-        hidden = [h[rows] for h in ctx.hidden]
-        param_grads: list[torch.Tensor | None] = [None] * len(copies)
-        if want_weights:
-            param_grads[-2] = grad.t() @ ctx.last[rows]
-            param_grads[-1] = grad.sum(0)
-        dh = grad.to(hidden[-1].dtype) @ copies[-2]
-        layer_grads, dx = _hidden_backward(
-            dh, hidden, ctx.layers, _ALL, want_weights, want_input, in_out_layout=False
+        param_grads, grad_x = ensemble_backward(
+            ctx.saved,
+            ctx.copies,
+            grad.contiguous(),
+            ctx.weight_rows,
+            want_weights,
+            _ALL if want_input else None,
         )
-        for i, (weight_grad, bias_grad) in enumerate(layer_grads):
-            param_grads[2 * i], param_grads[2 * i + 1] = weight_grad.float(), bias_grad
+        if grad_x is not None:
+            grad_x = grad_x.to(ctx.x_dtype)
+        return (grad_x, None, None, *(param_grads or [None] * len(ctx.copies)))
+
+
+class _MLPFn(torch.autograd.Function):
+    """``mlp_forward`` / ``mlp_backward`` as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, x, copies, grad_rows, *params):
+        out, ctx.saved = mlp_forward(x, copies, params)
+        ctx.copies, ctx.grad_rows, ctx.x_shape, ctx.x_dtype = copies, grad_rows, x.shape, x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        want_weights, want_input = any(ctx.needs_input_grad[3:]), ctx.needs_input_grad[0]
+        rows = ctx.grad_rows
+        param_grads, dx = mlp_backward(
+            ctx.saved, ctx.copies, grad[rows].contiguous(), rows, want_weights, want_input
+        )
         grad_x = None
         if want_input:
             grad_x = torch.zeros(ctx.x_shape, dtype=ctx.x_dtype, device=grad.device)
             grad_x[rows] = dx.to(ctx.x_dtype)
-        return (grad_x, None, None, *param_grads)
+        return (grad_x, None, None, *(param_grads or [None] * len(ctx.copies)))
 
 
-def _params(layers: nn.Module) -> list[torch.Tensor]:
+def layer_params(layers: nn.Module) -> list[torch.Tensor]:
     return [t for layer in layers if hasattr(layer, "weight") for t in (layer.weight, layer.bias)]
 
 
@@ -195,8 +262,8 @@ def fused_ensemble(
     """
     if not supports_fused(ens) or x.dim() != 2:
         raise ValueError("fused_ensemble needs a ReLU EnsembleMLP and a shared 2-D input (rows, in).")
-    params = _params(ens.layers)
-    return _EnsembleFn.apply(x, _compute_copies(params, dtype), weight_rows, *params)
+    params = layer_params(ens.layers)
+    return _EnsembleFn.apply(x, cast_params(params, dtype), weight_rows, *params)
 
 
 def fused_mlp(
@@ -209,5 +276,5 @@ def fused_mlp(
     """
     if not supports_fused(net) or x.dim() != 2:
         raise ValueError("fused_mlp needs a gendm.nn.mlp network of Linear and ReLU layers and a 2-D input.")
-    params = _params(net)
-    return _MLPFn.apply(x, _compute_copies(params, dtype), grad_rows, *params)
+    params = layer_params(net)
+    return _MLPFn.apply(x, cast_params(params, dtype), grad_rows, *params)
