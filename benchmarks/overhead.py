@@ -8,6 +8,8 @@ observations, 1-dim actions, 256x256 actor and twin critics, batch 256).
 - gendm SAC: ``gendm.agents.sac.SAC.update`` in fp32 and in bf16.
 
 Subnormal floats are flushed to zero for every variant, as gendm's training loop does.
+``--width 8 --batch 8`` shrinks networks and batch until the arithmetic is negligible, which leaves
+each variant's fixed per-update cost (Python, dispatch, autograd, optimiser bookkeeping).
 
     python benchmarks/overhead.py --threads 1 --out benchmarks/results/overhead.json
 """
@@ -102,7 +104,8 @@ def make_plain_sac(buf):
 
 def make_gendm(buf, precision):
     env = gym.make("Pendulum-v1")
-    agent = SAC(SACConfig(precision=precision), env.observation_space, env.action_space, torch.device("cpu"))
+    config = SACConfig(precision=precision, hidden=(H, H), batch_size=B)
+    agent = SAC(config, env.observation_space, env.action_space, torch.device("cpu"))
     return lambda: agent.update(buf.sample(B))
 
 
@@ -116,12 +119,16 @@ def time_it(fn, n):
 
 
 def main():
+    global B, H
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n", type=int, default=300, help="updates per measurement")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    p.add_argument("--width", type=int, default=H, help=f"hidden width of every network (default {H})")
+    p.add_argument("--batch", type=int, default=B, help=f"batch size (default {B})")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
+    B, H = a.batch, a.width
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # as every gendm training run does (BENCHMARKS.md §3), for all variants
     buf = ReplayBuffer(10_000, (OBS,), (ACT,), seed=0)

@@ -9,7 +9,7 @@ gendm's loop treats subnormal floats as zero (``TrainSettings.flush_denormals``)
 with the same flag set in its process, to show how much of the ratio that flag alone is.
 
     python benchmarks/vs_sb3.py --algo sac --env Pendulum-v1 --steps 20000 --seeds 5 \
-        --set learning_rate=1e-3 --set learning_starts=100 --out benchmarks/results/sac_pendulum_stacked.json
+        --set learning_rate=1e-3 --set learning_starts=100 --out benchmarks/results/sac_pendulum_handgrad.json
 """
 
 from __future__ import annotations

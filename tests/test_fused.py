@@ -152,6 +152,21 @@ def test_sac_hand_derived_gradients_equal_autograd_on_plain_modules():
         torch.testing.assert_close(metrics[key], loss.detach())
 
 
+def test_sac_bf16_gradients_follow_autocast_on_plain_modules():
+    agent, batch = _sac_and_batch(precision="bf16")
+    alpha = agent.log_alpha.detach().exp()
+    torch.manual_seed(3)
+    got, _ = agent._gradients(batch, alpha, update_actor=True)
+    torch.manual_seed(3)
+    with _reference(torch.bfloat16):
+        losses = _reference_sac_losses(agent, batch, alpha, torch.randn(32, 1))
+    want = torch.autograd.grad(sum(losses), agent._trained)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == torch.float32
+        cosine = F.cosine_similarity(g.flatten(), w.flatten(), dim=0, eps=1e-12)
+        assert cosine > 0.99, cosine
+
+
 def test_sac_critic_only_step_leaves_the_actor_and_temperature_without_gradients():
     agent, batch = _sac_and_batch(policy_frequency=2)
     alpha = agent.log_alpha.detach().exp()
