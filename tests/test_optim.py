@@ -57,3 +57,18 @@ def test_fused_adam_resumes_from_a_state_dict_like_torch_adam():
         twin.step()
     for p, q in zip(params, twin_params, strict=True):
         assert torch.equal(p, q)
+
+
+def test_fused_adam_runs_step_hooks_once_per_step_on_both_paths():
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # torch wraps Adam.step with its hook runner
+    _, opt = _adam_trajectory(FusedAdam, 3)
+    calls = []
+    handle = opt.register_step_post_hook(lambda *_: calls.append(1))
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()  # the direct path
+    params[0].grad = None
+    opt.step()  # a missing gradient: through Adam.step
+    handle.remove()
+    assert calls == [1, 1]

@@ -224,7 +224,7 @@ class SAC(Agent):
 
         next_in = torch.cat([batch.next_obs, sampled[:n]], -1)
         target_copies = cast_params(self._target_params, dtype)
-        next_q = ensemble_forward(next_in, target_copies, self._target_params, save=False)[0]
+        next_q = ensemble_forward(next_in, target_copies, self._target_params)[0]
         next_q = next_q.squeeze(-1).min(0).values
         target = batch.rewards + (1 - batch.terminations) * c.gamma * (next_q - alpha * log_probs[:n])
 

@@ -113,10 +113,10 @@ def _head_input_grad(grad: torch.Tensor, weight_in_out: torch.Tensor, dtype: tor
 
 
 def ensemble_forward(
-    x: torch.Tensor, copies: list[torch.Tensor], params: list[torch.Tensor], save: bool = True
-) -> tuple[torch.Tensor, list | None]:
-    """An ``EnsembleMLP`` on a shared ``x (rows, in)`` -> ``(members, rows, out)`` fp32, and (with
-    ``save``) what ``ensemble_backward`` needs. ``params``: the layers' weights ``(M, in, out)`` and
+    x: torch.Tensor, copies: list[torch.Tensor], params: list[torch.Tensor]
+) -> tuple[torch.Tensor, list]:
+    """An ``EnsembleMLP`` on a shared ``x (rows, in)`` -> ``(members, rows, out)`` fp32, and what
+    ``ensemble_backward`` needs. ``params``: the layers' weights ``(M, in, out)`` and
     biases ``(M, 1, out)`` in order; ``copies``: the same in the compute dtype (``cast_params``)."""
     h = x.to(copies[0].dtype)
     w_out, b_out = params[-2], params[-1]
@@ -127,7 +127,7 @@ def ensemble_forward(
         last = hidden[-1].float()
         outs.append(torch.addmm(b_out[m], last, w_out[m]))
         saved.append((layers, hidden, last))
-    return torch.stack(outs), (saved if save else None)
+    return torch.stack(outs), saved
 
 
 def ensemble_backward(

@@ -7,7 +7,8 @@ dev box). After a first ordinary step, ``FusedAdam`` keeps each group's paramete
 calls the same kernel directly, with the group's current hyperparameters, so its updates are those
 of ``Adam(fused=True)`` bit for bit (a test compares trajectories). Any step the cached path does not
 cover — a closure, a parameter without a gradient, amsgrad, tensor learning rates, mixed devices or
-dtypes — goes through ``Adam.step`` unchanged.
+dtypes, a gradient scaler — goes through ``Adam.step`` unchanged. Step hooks run once per step either
+way (torch wraps ``FusedAdam.step`` itself).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 
 class FusedAdam(torch.optim.Adam):
@@ -33,7 +33,7 @@ class FusedAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        if closure is None and self._cached is not None and not self._step_is_observed():
+        if closure is None and self._cached is not None and not self._scaled():
             grads = [[p.grad for p in params] for _, params, *_ in self._cached]
             if all(g is not None for group_grads in grads for g in group_grads):
                 for (group, params, exp_avgs, exp_avg_sqs, steps), group_grads in zip(
@@ -57,16 +57,13 @@ class FusedAdam(torch.optim.Adam):
                         maximize=group["maximize"],
                     )
                 return None
-        loss = super().step(closure)
+        loss = _adam_step_without_hooks(self, closure)
         self._cached = self._cache_groups()
         return loss
 
-    def _step_is_observed(self) -> bool:
-        """Step hooks and a gradient scaler (``grad_scale`` / ``found_inf``) need ``Adam.step``."""
-        hooks = self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
-        global_hooks = _global_optimizer_pre_hooks or _global_optimizer_post_hooks
-        scaled = getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None
-        return bool(hooks or global_hooks or scaled)
+    def _scaled(self) -> bool:
+        """A gradient scaler (``grad_scale`` / ``found_inf``) needs ``Adam.step``."""
+        return getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None
 
     def _cache_groups(self) -> list[tuple[dict, list, list, list, list]] | None:
         """Each group's parameters and state lists, or None where the direct call would not be
@@ -96,3 +93,12 @@ class FusedAdam(torch.optim.Adam):
                 )
             )
         return cached if len(kinds) == 1 else None
+
+
+def _adam_step_without_hooks(optimizer: torch.optim.Adam, closure: Any) -> Any:
+    """``Adam.step`` minus the step-hook wrapper torch installs on the class once an ``Adam`` exists:
+    ``FusedAdam.step`` carries that wrapper itself, so hooks would otherwise run twice."""
+    step = torch.optim.Adam.step
+    if getattr(step, "hooked", False):
+        step = step.__wrapped__
+    return step(optimizer, closure)
