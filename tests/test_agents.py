@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from gendm.agents import ALGOS
+from gendm.agents.sac import SquashedGaussianActor
 from gendm.core.config import apply_overrides
 from gendm.core.errors import UnknownNameError
 from gendm.data import ReplayBuffer, RolloutBuffer
@@ -57,6 +58,16 @@ def test_off_policy_update_and_actions_in_bounds(name, precision):
     assert metrics and all(torch.isfinite(v) for v in metrics.values())
     after = [p for m in agent.modules() for p in m.parameters()]
     assert any(not torch.equal(b, a) for b, a in zip(before, after))
+
+
+def test_sac_acts_with_the_draw_of_its_sampling_pass():
+    actor = SquashedGaussianActor(3, 2, (16,), -20.0, 2.0)
+    obs = torch.randn(5, 3)
+    torch.manual_seed(1)
+    want, _ = actor(obs)
+    torch.manual_seed(1)
+    assert torch.equal(actor.act(obs), want)
+    assert torch.equal(actor.act(obs, deterministic=True), actor(obs, deterministic=True)[0])
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])

@@ -47,6 +47,24 @@ def test_replay_buffer_rejects_bad_shapes_and_empty_sampling():
         buf.add(np.zeros((1, 3)), np.zeros((1, 1)), [0], np.zeros((1, 3)), [0], [0])
 
 
+def test_replay_buffer_takes_arrays_or_tensors_and_names_a_misshapen_field():
+    obs = np.array([[1.5, -2.0]], np.float32)
+    # float32 fields are written through numpy views on the CPU; bfloat16 (no numpy dtype) through torch
+    for obs_dtype in (torch.float32, torch.bfloat16):
+        buf = ReplayBuffer(4, (2,), (1,), obs_dtype=obs_dtype)
+        buf.add(obs, np.array([0.25]), np.array([1.0]), obs + 1, np.array([True]), np.array([False]))
+        t = torch.as_tensor(obs)
+        buf.add(
+            t, torch.tensor([[0.5]]), torch.tensor([2.0]), t - 1, torch.tensor([False]), torch.tensor([True])
+        )
+        assert buf.obs[:2].float().tolist() == [[1.5, -2.0], [1.5, -2.0]]
+        assert buf.next_obs[:2].float().tolist() == [[2.5, -1.0], [0.5, -3.0]]
+        assert buf.actions[:2, 0].tolist() == [0.25, 0.5] and buf.rewards[:2].tolist() == [1.0, 2.0]
+        assert buf.terminations[:2].tolist() == [1.0, 0.0] and buf.truncations[:2].tolist() == [0.0, 1.0]
+        with pytest.raises(DataError, match="actions has shape"):
+            buf.add(obs, np.zeros((1, 3)), [0.0], obs, [False], [False])
+
+
 def test_replay_buffer_save_load(tmp_path):
     buf = ReplayBuffer(10, (2,), (1,), seed=3)
     _fill(buf, 7)

@@ -1,5 +1,6 @@
-"""gendm.nn.optim.FusedAdam must update exactly as torch's fused Adam, across learning-rate changes,
-steps with a missing gradient, and a reload from a state dict."""
+"""gendm.nn.optim.FusedAdam must update exactly as torch's fused Adam, across learning-rate changes
+(groups merged into one kernel call while their hyperparameters agree), steps with a missing
+gradient, and a reload from a state dict."""
 
 import copy
 
@@ -25,6 +26,10 @@ def _adam_trajectory(opt_cls, steps: int, drop_grad_at: int | None = None, **kwa
         opt.step()
         if i == 5:
             opt.param_groups[0]["lr"] = 5e-3  # a schedule changes the learning rate
+        if i == 7:
+            opt.param_groups[0]["lr"] = 3e-3  # both groups alike: FusedAdam merges them into one call
+        if i == 9:
+            opt.param_groups[1]["lr"] = 1e-3  # and apart again
     return [p.detach().clone() for p in [*net.parameters(), scalar]], opt
 
 
@@ -34,6 +39,9 @@ def test_fused_adam_matches_torch_fused_adam_bit_for_bit(kwargs):
         want, _ = _adam_trajectory(lambda g, **k: torch.optim.Adam(g, fused=True, **k), 12, drop, **kwargs)
         got, opt = _adam_trajectory(FusedAdam, 12, drop, **kwargs)
         assert opt._cached is not None  # the direct path was taken
+        assert len(opt._runs()) == 2
+        opt.param_groups[1]["lr"] = opt.param_groups[0]["lr"]
+        assert len(opt._runs()) == 1
         for g, w in zip(got, want, strict=True):
             assert torch.equal(g, w)
 

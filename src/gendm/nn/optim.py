@@ -22,44 +22,63 @@ class FusedAdam(torch.optim.Adam):
     def __init__(self, params: Any, lr: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(params, lr=lr, fused=True, **kwargs)
         self._cached: list[tuple[dict, list, list, list, list]] | None = None
+        self._run_keys: tuple | None = None
+        self._run_list: list[tuple[tuple, list, list, list, list]] = []
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._cached = None
+        self._cached, self._run_keys = None, None
         super().load_state_dict(state_dict)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self._cached = None
+        self._cached, self._run_keys = None, None
         super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         if closure is None and self._cached is not None and not self._scaled():
-            grads = [[p.grad for p in params] for _, params, *_ in self._cached]
-            if all(g is not None for group_grads in grads for g in group_grads):
-                for (group, params, exp_avgs, exp_avg_sqs, steps), group_grads in zip(
-                    self._cached, grads, strict=True
-                ):
-                    beta1, beta2 = group["betas"]
+            runs = self._runs()
+            grads = [[p.grad for p in params] for _, params, *_ in runs]
+            if all(g is not None for run_grads in grads for g in run_grads):
+                for (hyper, params, exp_avgs, exp_avg_sqs, steps), run_grads in zip(runs, grads, strict=True):
+                    lr, (beta1, beta2), weight_decay, eps, maximize = hyper
                     torch._foreach_add_(steps, 1)
                     torch._fused_adam_(
                         params,
-                        group_grads,
+                        run_grads,
                         exp_avgs,
                         exp_avg_sqs,
                         [],
                         steps,
                         amsgrad=False,
-                        lr=group["lr"],
+                        lr=lr,
                         beta1=beta1,
                         beta2=beta2,
-                        weight_decay=group["weight_decay"],
-                        eps=group["eps"],
-                        maximize=group["maximize"],
+                        weight_decay=weight_decay,
+                        eps=eps,
+                        maximize=maximize,
                     )
                 return None
         loss = _adam_step_without_hooks(self, closure)
         self._cached = self._cache_groups()
+        self._run_keys = None
         return loss
+
+    def _runs(self) -> list[tuple[tuple, list, list, list, list]]:
+        """The cached groups merged where their current hyperparameters agree (one kernel call for
+        each distinct setting; the kernel treats every tensor alone, so merging changes no value)."""
+        assert self._cached is not None
+        keys = tuple(
+            (g["lr"], tuple(g["betas"]), g["weight_decay"], g["eps"], g["maximize"]) for g, *_ in self._cached
+        )
+        if keys != self._run_keys:
+            merged: dict[tuple, tuple[list, list, list, list]] = {}
+            for key, (_, *lists) in zip(keys, self._cached, strict=True):
+                run = merged.setdefault(key, ([], [], [], []))
+                for into, items in zip(run, lists, strict=True):
+                    into.extend(items)
+            self._run_list = [(key, *lists) for key, lists in merged.items()]
+            self._run_keys = keys
+        return self._run_list
 
     def _scaled(self) -> bool:
         """A gradient scaler (``grad_scale`` / ``found_inf``) needs ``Adam.step``."""
