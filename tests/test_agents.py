@@ -60,6 +60,14 @@ def test_off_policy_update_and_actions_in_bounds(name, precision):
     assert any(not torch.equal(b, a) for b, a in zip(before, after))
 
 
+def test_sac_with_a_fixed_temperature_keeps_it_and_the_fast_adam_path():
+    agent, env = _agent("sac", ENVS["sac"], batch_size=32, autotune=False, init_temperature=0.2)
+    for _ in range(3):
+        agent.update(_batch(agent, env))
+    assert agent.log_alpha.exp().item() == pytest.approx(0.2)
+    assert agent.opt._cached is not None  # no parameter without a gradient: FusedAdam's direct path
+
+
 def test_sac_acts_with_the_draw_of_its_sampling_pass():
     actor = SquashedGaussianActor(3, 2, (16,), -20.0, 2.0)
     obs = torch.randn(5, 3)

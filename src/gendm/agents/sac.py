@@ -181,9 +181,10 @@ class SAC(Agent):
         groups = [
             {"params": self.actor.parameters()},
             {"params": self.critic.parameters(), "lr": c.critic_learning_rate or c.learning_rate},
-            {"params": [self.log_alpha]},
         ]
-        self.opt = self.adam(groups, lr=c.learning_rate)  # one fused step for all three
+        if c.autotune:  # a fixed temperature stays out: a parameter without gradients forces Adam's slow path
+            groups.append({"params": [self.log_alpha]})
+        self.opt = self.adam(groups, lr=c.learning_rate)  # one fused step for all of them
         self.parts = {
             "actor": self.actor,
             "critic": self.critic,
