@@ -2,12 +2,12 @@
 
 Clipped double-Q with a twin critic held as one stacked-parameter ensemble, a tanh-squashed Gaussian
 actor, and automatic entropy tuning toward ``target_entropy = -dim(A)``. The losses follow
-Stable-Baselines3's SAC; defaults follow SB3 / CleanRL as each field says. Speed habits: one
-backward pass and one fused Adam step per update; one actor pass over ``next_obs`` and ``obs``
-stacked, and one critic pass over ``(obs, a)`` and ``(obs, pi)`` stacked, each a single autograd
-node with row-restricted weight gradients (``gendm.nn.fused``); both critics in one batched matmul;
-target update with one ``torch._foreach_lerp_``; no host sync in ``update``; optional bf16 hidden
-layers.
+Stable-Baselines3's SAC; defaults follow SB3 / CleanRL as each field says. Speed habits: no
+autograd graph (``_gradients`` derives every gradient by hand) and one fused Adam call per update;
+one actor pass over ``next_obs`` and ``obs`` stacked, and one critic pass over ``(obs, a)`` and
+``(obs, pi)`` stacked, with row-restricted weight gradients (``gendm.nn.fused``); target update with
+one ``torch._foreach_lerp_``; no host sync in ``update``; acting skips the log-probability; optional
+bf16 hidden layers.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 lookups, dtype and device grouping) before its one fused kernel; for an RL agent's few small
 networks that walk costs as much as the kernel (~0.15 ms of a ~0.37 ms step for SAC's networks on the
 dev box). After a first ordinary step, ``FusedAdam`` keeps each group's parameter and state lists and
-calls the same kernel directly, with the group's current hyperparameters, so its updates are those
-of ``Adam(fused=True)`` bit for bit (a test compares trajectories). Any step the cached path does not
+calls the same kernel directly with the groups' current hyperparameters, once for all groups whose
+hyperparameters agree, so its updates are those of ``Adam(fused=True)`` bit for bit (a test compares
+trajectories). Any step the cached path does not
 cover — a closure, a parameter without a gradient, amsgrad, tensor learning rates, mixed devices or
 dtypes, a gradient scaler — goes through ``Adam.step`` unchanged. Step hooks run once per step either
 way (torch wraps ``FusedAdam.step`` itself).
