@@ -1,34 +1,42 @@
-"""Offline RL suite: gendm's offline methods and d3rlpy's IQL / TD3+BC on the same Minari datasets, in
-one run on one machine.
+"""Offline RL suite: gendm's offline methods and d3rlpy's IQL / TD3+BC on the same Minari datasets, run
+side by side on one machine.
 
-Every (dataset, method, seed) trains in its own subprocess with one torch thread, ``--workers`` (2) at a
-time; jobs are ordered seed-major with each gendm method next to its d3rlpy counterpart, so paired runs
-share the machine's load. gendm runs from ``--gendm-python`` (``.venv``: ``python -m gendm.cli train
-ALGO --dataset ID ...``), d3rlpy from ``--d3rlpy-python`` (``.venv-d3rlpy``: ``benchmarks/vs_d3rlpy.py``,
-which documents its hyperparameters), because d3rlpy 2.8.1 pins gymnasium 1.0.0 and gendm needs
-gymnasium >= 1.1. Both write ``RUN/summary.json`` with gendm's contract and both are scored by gendm's
-protocol: ``--eval-episodes`` deterministic episodes on a separate env (reset with seed + 10000) every
-``--eval-every`` gradient steps; the score is the **last** evaluation, never the best.
+Pairing (``benchmarks/pairing.py``). For each round 1..``--rounds``, seed and dataset, gendm's IQL
+(TD3+BC) run and d3rlpy's run of the same seed start together, one process per core, pinned, one torch
+thread each; the cores alternate between rounds. The speed ratio of a pair is gendm's gradient steps
+per second over d3rlpy's (training only: ``grad_steps / train_s``, which excludes setup, evaluation and
+checkpoints for both; there is no warm-up offline); the suite reports the median of the round medians
+and its range over rounds. Methods without a d3rlpy counterpart (``gendm:bc``, ``gendm:idql``,
+``gendm:diffusion_ql``) run once (in round 1), two at a time, each on its own core.
+
+gendm runs from ``--gendm-python`` (``.venv``: ``python -m gendm.cli train ALGO --dataset ID ...``),
+d3rlpy from ``--d3rlpy-python`` (``.venv-d3rlpy``: ``benchmarks/vs_d3rlpy.py``, which documents its
+hyperparameters and how to create that environment), because d3rlpy 2.8.1 pins gymnasium 1.0.0 and
+gendm needs gymnasium >= 1.1. Both write ``RUN/summary.json`` with gendm's contract and both are scored
+by gendm's protocol: ``--eval-episodes`` deterministic episodes on a separate env (reset with seed +
+10000) every ``--eval-every`` gradient steps; the score is the **last** evaluation, never the best.
 
 Hyperparameters: both libraries at the papers' settings (listed in ``benchmarks/vs_d3rlpy.py``); gendm's
 defaults already equal them except IQL's reward scaling, so the suite always passes ``--set
-return_scale=1000`` to gendm's IQL (``MATCHED``). ``--methods`` also takes ``gendm-bf16:ALGO``, the same
-gendm agent with ``precision=bf16`` (compared with d3rlpy like ``gendm:ALGO``), and ``d3rlpy-ftz:ALGO``,
-d3rlpy with the subnormals-as-zero flag gendm's training loop sets (every gendm method is then also
-compared with it).
+return_scale=1000`` to gendm's IQL (``MATCHED``), and ``precision=fp32``. ``--methods`` also takes
+``gendm-bf16:ALGO``, the same gendm agent with ``precision=bf16`` (refused where bf16 is emulated), and
+``d3rlpy-ftz:ALGO``, d3rlpy with the subnormals-as-zero flag gendm's training loop sets; every gendm
+variant of an algorithm is paired with every d3rlpy variant of it.
 
-Resumable: a run whose ``summary.json`` says ``ok`` at the full budget is skipped, so rerunning the
-same command continues an interrupted suite. Missing gendm methods (not in ``gendm.agents.ALGOS``),
-a gendm CLI without ``--dataset`` and missing datasets are skipped with a printed reason.
+Resumable: every finished run is appended to ``--log`` (default: ``--out`` with ``.jsonl``); rerunning
+the same command runs only the pairs not yet recorded (an interrupted pair is rerun whole). Missing
+gendm methods (not in ``gendm.agents.ALGOS``), a gendm CLI without ``--dataset`` and missing datasets
+are skipped with a printed reason.
 
-Output: ``--out`` (``benchmarks/results/offline_suite.json``: raw per-seed numbers and curves) and a
-markdown report beside it (``.md``): normalised score (``100 * (R - ref_min) / (ref_max - ref_min)``
-with the dataset's ``ref_min_score`` / ``ref_max_score``, else ``gendm.envs.references``) as IQM with
-a 95% stratified-bootstrap CI (``gendm.bench.stats``, 50k replicates), gradient steps per second of
-training (evaluation excluded), and gendm / d3rlpy for IQL and TD3+BC: the IQM difference, the
-probability of improvement and the mean of the per-(dataset, seed) speed ratios.
+Output: ``--out`` (``benchmarks/results/offline_suite.json``: provenance, per-(method, dataset, seed)
+numbers, every raw run and the paired summary) and a markdown report beside it (``.md``): normalised
+score (``100 * (R - ref_min) / (ref_max - ref_min)`` with the dataset's ``ref_min_score`` /
+``ref_max_score``, else ``gendm.envs.references``) as IQM with a 95% stratified-bootstrap CI
+(``gendm.bench.stats``, 50k replicates; each seed's score averaged over its rounds first), gradient
+steps per second, and gendm vs d3rlpy for IQL and TD3+BC: the IQM difference, the probability of
+improvement and the paired speed ratio, pooled over datasets and per dataset.
 
-    .venv/bin/python benchmarks/offline_suite.py --steps 20000 --eval-every 5000 --seeds 5
+    .venv/bin/python benchmarks/offline_suite.py --steps 20000 --eval-every 5000 --seeds 5 --rounds 3
     .venv/bin/python benchmarks/offline_suite.py --summarize-only --steps 20000    # tables only
     .venv/bin/python benchmarks/offline_suite.py --make-tiny /tmp/tiny-datasets    # a smoke dataset
 """
@@ -38,22 +46,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pairing  # benchmarks/pairing.py, beside this file
+
 ROOT = Path(__file__).resolve().parent.parent
 ENVS = ("hopper", "halfcheetah", "walker2d")
 KINDS = ("medium", "medium-replay", "medium-expert")
 DEFAULT_DATASETS = [f"gendm/{e}/{k}-v0" for e in ENVS for k in KINDS]
-# Paired methods side by side, so that both libraries' runs of one (dataset, seed) overlap in time.
 DEFAULT_METHODS = [
     "gendm:iql",
     "d3rlpy:iql",
@@ -67,7 +74,7 @@ PAIRED = ("iql", "td3bc")
 # gendm overrides that make its configs equal to benchmarks/vs_d3rlpy.py's (all other defaults already
 # match, see both docstrings): IQL's paper-locomotion reward scaling, which d3rlpy's reproduction uses.
 MATCHED = ["iql:return_scale=1000"]
-GENDM_LIBS = {"gendm": [], "gendm-bf16": ["precision=bf16"]}  # gendm-bf16: the same agent in bf16
+GENDM_LIBS = {"gendm": ["precision=fp32"], "gendm-bf16": ["precision=bf16"]}
 # d3rlpy-ftz: d3rlpy with the one process flag gendm's loop sets (subnormal floats as zero), to show how
 # much of the speed ratio that flag alone is.
 D3RLPY_LIBS = {"d3rlpy": [], "d3rlpy-ftz": ["--flush-denormals"]}
@@ -84,8 +91,11 @@ class Job:
     def method(self) -> str:
         return f"{self.lib}:{self.algo}"
 
-    def run_dir(self, runs: Path) -> Path:
-        return runs / self.dataset.replace("/", "__") / f"{self.lib}-{self.algo}" / f"s{self.seed}"
+    def run_dir(self, runs: Path, tag: str, rnd: int) -> Path:
+        """``tag`` names the unit kind (the pair, or ``solo``): a gendm run paired with two peers has
+        one directory per pair."""
+        where = runs / self.dataset.replace("/", "__") / pairing._slug(tag)
+        return where / f"r{rnd}-s{self.seed}" / f"{self.lib}-{self.algo}"
 
 
 # --------------------------------------------------------------------------------------- what exists
@@ -142,7 +152,7 @@ def command(job: Job, a: argparse.Namespace, out: Path) -> list[str]:
         cmd += ["--dataset", job.dataset, *common, "--device", a.device, *D3RLPY_LIBS[job.lib]]
         return cmd + (["--datasets-root", a.datasets_root] if a.datasets_root else [])
     cmd = [a.gendm_python, "-m", "gendm.cli", "train", job.algo, "--dataset", job.dataset, *common]
-    cmd += ["--device", a.device, "--no-progress"]
+    cmd += ["--device", a.device, "--no-progress", "--no-resume"]
     for s in MATCHED + a.set:
         algo, _, kv = s.partition(":")
         if algo in ("gendm", job.algo):
@@ -150,88 +160,118 @@ def command(job: Job, a: argparse.Namespace, out: Path) -> list[str]:
     return cmd + [x for kv in GENDM_LIBS[job.lib] for x in ("--set", kv)]
 
 
-def finished(summary: Path, steps: int) -> bool:
-    try:
-        s = json.loads(summary.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return s.get("status", "ok") == "ok" and int(s.get("grad_steps", -1)) >= steps
+def parse_summary(job: Job, steps: int, out: Path) -> Callable[[dict], dict]:
+    """``summary.json`` of a run -> its record; the rate is grad_steps / train_s for both libraries."""
 
-
-def run_all(jobs: list[Job], a: argparse.Namespace) -> None:
-    todo = [j for j in jobs if not finished(j.run_dir(a.runs_dir) / "summary.json", a.steps)]
-    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already finished, {len(todo)} to run", flush=True)
-    if a.dry_run:
-        for j in todo:
-            print(" ".join(command(j, a, j.run_dir(a.runs_dir))))
-        return
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    if a.datasets_root:
-        env["MINARI_DATASETS_PATH"] = str(Path(a.datasets_root).resolve())
-    lock, done, t_start = threading.Lock(), [0], time.perf_counter()
-
-    def launch(job: Job) -> None:
-        out = job.run_dir(a.runs_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        t = time.perf_counter()
-        with open(out / "stdout.log", "w") as so, open(out / "stderr.log", "w") as se:
-            rc = subprocess.run(command(job, a, out), stdout=so, stderr=se, env=env, cwd=ROOT).returncode
-        took = time.perf_counter() - t
-        with lock:
-            done[0] += 1
-            eta = (time.perf_counter() - t_start) / done[0] * (len(todo) - done[0])
-            if rc == 0 and (out / "summary.json").is_file():
-                s = json.loads((out / "summary.json").read_text())
-                msg = f"return {s['final_return']:.1f}, {s['grad_steps'] / s['train_s']:.1f} grad steps/s"
-            else:
-                tail = (out / "stderr.log").read_text().strip().splitlines()[-1:]
-                msg = f"FAILED (exit {rc}): {tail} - see {out / 'stderr.log'}"
-            print(
-                f"[{done[0]}/{len(todo)}] {job.method} {job.dataset} seed {job.seed}: {msg} "
-                f"({took:.0f} s; ETA {eta / 60:.0f} min)",
-                flush=True,
+    def parse(s: dict) -> dict:
+        if s.get("status", "ok") != "ok" or int(s.get("grad_steps", -1)) < steps:
+            raise ValueError(
+                f"status {s.get('status')!r} at {s.get('grad_steps')} of {steps} gradient steps: "
+                f"{s.get('error')}"
             )
+        return {
+            "method": job.method,
+            "algo": job.algo,
+            "dataset": job.dataset,
+            "final_return": s["final_return"],
+            "grad_steps": s["grad_steps"],
+            "train_s": s["train_s"],
+            "wall_s": s["wall_s"],
+            "learn_rate": s["grad_steps"] / s["train_s"],
+            "rate_unit": "grad steps/s",
+            "peak_rss_mb": s.get("peak_rss_mb"),
+            "precision": s.get("precision"),
+            "torch_threads": s.get("torch_threads"),
+            "versions": s.get("versions"),
+            "curve": s.get("curve"),
+            "run_dir": str(out),
+        }
 
-    with ThreadPoolExecutor(a.workers) as pool:
-        list(pool.map(launch, todo))
+    return parse
+
+
+def make_plan(a: argparse.Namespace, datasets: list[str], methods: list[tuple[str, str]]):
+    """round -> units: every (gendm variant, d3rlpy variant) of an algorithm as a pair per dataset and
+    seed; in round 1 also the methods without a counterpart, two to a unit."""
+    pairs = [
+        (g, p, ga)
+        for g, ga in methods
+        if g in GENDM_LIBS
+        for p, pa in methods
+        if p in D3RLPY_LIBS and pa == ga
+    ]
+    paired = {(g, algo) for g, _, algo in pairs} | {(p, algo) for _, p, algo in pairs}
+    solo = [m for m in methods if m not in paired]
+    env = {"MINARI_DATASETS_PATH": str(Path(a.datasets_root).resolve())} if a.datasets_root else {}
+
+    def run(job: Job, tag: str, rnd: int) -> pairing.Run:
+        out = job.run_dir(a.runs_dir, tag, rnd)
+        cmd = command(job, a, out)
+        parse = parse_summary(job, a.steps, out)
+        return pairing.Run(job.lib, cmd, key=f"{job.method}|{job.dataset}", result_file=out / "summary.json",
+                           workdir=out, parse=parse, env=env, cwd=ROOT)  # fmt: skip
+
+    def plan(rnd: int) -> list[pairing.Unit]:
+        units = []
+        for seed in range(a.seeds):
+            for d in datasets:
+                for g, p, algo in pairs:
+                    tag = f"{g}~{p}-{algo}"
+                    runs = [run(Job(lib, algo, d, seed), tag, rnd) for lib in (g, p)]
+                    units.append(pairing.Unit(f"{tag}|{d}", seed, runs, group=f"{algo}|{d}|{g}~{p}"))
+            if rnd == 1:
+                jobs = [Job(lib, algo, d, seed) for d in datasets for lib, algo in solo]
+                for i in range(0, len(jobs), 2):
+                    chunk = jobs[i : i + 2]
+                    key = "solo:" + "+".join(f"{j.method}|{j.dataset}" for j in chunk)
+                    units.append(pairing.Unit(key, seed, [run(j, "solo", rnd) for j in chunk]))
+        return units
+
+    return plan, pairs
 
 
 # --------------------------------------------------------------------------------------- summary
-def collect(jobs: list[Job], a: argparse.Namespace, refs: dict[str, tuple]) -> tuple[list[dict], list[dict]]:
-    """(finished runs, the others with why: not run yet, or failed with the tail of its stderr)."""
-    rows, missing = [], []
-    for j in jobs:
-        path = j.run_dir(a.runs_dir) / "summary.json"
-        if not finished(path, a.steps):
-            err = path.parent / "stderr.log"
-            tail = err.read_text().strip().splitlines()[-3:] if err.is_file() else []
-            missing.append({"method": j.method, "dataset": j.dataset, "seed": j.seed, "stderr_tail": tail})
-            continue
-        s = json.loads(path.read_text())
-        lo, hi, _ = refs[j.dataset]
+def per_seed_rows(records: list[dict], refs: dict[str, tuple]) -> list[dict]:
+    """One row per (method, dataset, seed): its return averaged over its runs (rounds, pairs), its rate
+    the median over them."""
+    by: dict[tuple[str, str, int], list[dict]] = {}
+    for r in records:
+        by.setdefault((r["method"], r["dataset"], r["seed"]), []).append(r)
+    rows = []
+    for (method, dataset, seed), rs in by.items():
+        lo, hi, _ = refs[dataset]
+        ret = float(np.mean([r["final_return"] for r in rs]))
         rows.append(
             {
-                "lib": j.lib,
-                "algo": j.algo,
-                "method": j.method,
-                "dataset": j.dataset,
-                "seed": j.seed,
-                "final_return": s["final_return"],
-                "normalized_score": 100.0 * (s["final_return"] - lo) / (hi - lo),
-                "grad_steps": s["grad_steps"],
-                "train_s": s["train_s"],
-                "wall_s": s["wall_s"],
-                "grad_steps_per_s": s["grad_steps"] / s["train_s"],
-                "peak_rss_mb": s.get("peak_rss_mb"),
-                "versions": s.get("versions"),
-                "curve": s.get("curve"),
-                "run_dir": str(path.parent),
+                "lib": rs[0]["lib"],
+                "algo": rs[0]["algo"],
+                "method": method,
+                "dataset": dataset,
+                "seed": seed,
+                "runs": len(rs),
+                "final_return": ret,
+                "final_returns": [r["final_return"] for r in rs],
+                "normalized_score": 100.0 * (ret - lo) / (hi - lo),
+                "grad_steps": rs[0]["grad_steps"],
+                "train_s": float(np.median([r["train_s"] for r in rs])),
+                "grad_steps_per_s": float(np.median([r["learn_rate"] for r in rs])),
+                "peak_rss_mb": max((r["peak_rss_mb"] or 0) for r in rs) or None,
             }
         )
-    return rows, missing
+    return rows
 
 
-def report(rows: list[dict], a: argparse.Namespace, refs: dict[str, tuple], meta: dict) -> str:
+def pooled_ratio(records: list[dict], algo: str, lib: str, peer: str, datasets: list[str], reps: int) -> dict:
+    """The paired ratio of ``lib`` over ``peer`` on ``algo`` pooled over ``datasets``: each round's
+    median over all its (dataset, seed) pairs, then the median and range of those."""
+    groups = {f"{algo}|{d}|{lib}~{peer}" for d in datasets}
+    pooled = [r | {"group": "pooled"} for r in records if r.get("group") in groups]
+    return pairing.summarize(pooled, reps=reps, returns=False).get("pooled", {}).get("ratio", {})
+
+
+def report(
+    rows: list[dict], records: list[dict], a: argparse.Namespace, refs: dict[str, tuple], meta: dict
+) -> str:
     from gendm.bench.stats import iqm, per_task_iqm_ci, probability_of_improvement_ci, stratified_bootstrap_ci
 
     reps = a.reps
@@ -252,14 +292,16 @@ def report(rows: list[dict], a: argparse.Namespace, refs: dict[str, tuple], meta
     lines = [
         f"**Offline RL suite**: {len(datasets)} datasets x {len(methods)} methods, {a.steps:,} gradient "
         f"steps, evaluation every {a.eval_every:,} steps ({a.eval_episodes} deterministic episodes, "
-        f"**last** evaluation reported, never the best), {a.workers} runs in parallel, 1 torch thread "
-        f"each, device {a.device}; started {meta['started']}, {meta['machine']}.",
+        f"**last** evaluation reported, never the best), each gendm run side by side with d3rlpy's run "
+        f"of the same seed and dataset (one pinned core and one torch thread each, {a.rounds} rounds, "
+        f"cores swapped between rounds), device {a.device}; {meta['where']}.",
         "",
         "Normalised score = 100 x (return - ref_min) / (ref_max - ref_min); IQM with 95% stratified-"
-        f"bootstrap CI over runs ({reps:,} replicates); grad steps/s = gradient steps / training "
-        "seconds (evaluation excluded), mean over runs.",
+        f"bootstrap CI over seeds ({reps:,} replicates; a seed's score is first averaged over its "
+        "rounds); grad steps/s = gradient steps / training seconds (setup and evaluation excluded), "
+        "mean over seeds of each seed's median over rounds.",
         "",
-        "| method | datasets | runs | normalised score IQM [95% CI] | grad steps/s (mean) |",
+        "| method | datasets | dataset-seeds | normalised score IQM [95% CI] | grad steps/s (mean) |",
         "|---|---|---|---|---|",
     ]
     for m in methods:
@@ -272,11 +314,12 @@ def report(rows: list[dict], a: argparse.Namespace, refs: dict[str, tuple], meta
     lines += [
         "",
         "**gendm vs d3rlpy** on the datasets both finished (score difference = IQM(gendm) - IQM(d3rlpy); "
-        "P(gendm > d3rlpy) = probability of improvement with 95% CI; speed = mean of per-(dataset, seed) "
-        "ratios of grad steps/s; targets: score not worse, speed >= 2x):",
+        "P(gendm > d3rlpy) = probability of improvement with 95% CI; speed ratio = gendm / d3rlpy grad "
+        "steps/s of runs side by side: per round the median over its (dataset, seed) pairs, reported as "
+        "the median of the round medians with their range):",
         "",
         "| gendm method | datasets | gendm IQM | d3rlpy IQM | difference | P(gendm > d3rlpy) [95% CI] "
-        "| gendm steps/s | d3rlpy steps/s | speed ratio |",
+        "| gendm steps/s | d3rlpy steps/s | speed ratio [range over rounds] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     pairs = [
@@ -296,24 +339,35 @@ def report(rows: list[dict], a: argparse.Namespace, refs: dict[str, tuple], meta
         gs, ds = scores(g, common), scores(d, common)
         gi, di = iqm(gs), iqm(ds)
         p, plo, phi = probability_of_improvement_ci(gs, ds, reps=reps, seed=0)
-        speed = {
-            (r["lib"], r["dataset"], r["seed"]): r["grad_steps_per_s"]
-            for r in rows
-            if r["algo"] == algo and r["dataset"] in common and r["lib"] in (lib, peer)
-        }
-        ratios = [
-            v / speed[(peer, k[1], k[2])]
-            for k, v in speed.items()
-            if k[0] == lib and (peer, k[1], k[2]) in speed
-        ]
-        gsp = np.mean([v for k, v in speed.items() if k[0] == lib])
-        dsp = np.mean([v for k, v in speed.items() if k[0] == peer])
-        ratio = f"{np.mean(ratios):.2f}x" if ratios else "n/a"
+        gsp = np.mean([r["grad_steps_per_s"] for r in rows if r["method"] == g and r["dataset"] in common])
+        dsp = np.mean([r["grad_steps_per_s"] for r in rows if r["method"] == d and r["dataset"] in common])
+        pr = pooled_ratio(records, algo, lib, peer, common, reps)
+        ratio = (
+            f"{pr['median_of_round_medians']:.2f}x [{pr['range_over_rounds'][0]:.2f}, "
+            f"{pr['range_over_rounds'][1]:.2f}]"
+            if pr.get("median_of_round_medians") is not None
+            else "n/a"
+        )
         lines.append(
             f"| {label} | {len(common)} | {gi:.1f} | {di:.1f} | {gi - di:+.1f} "
             f"| {p:.2f} [{plo:.2f}, {phi:.2f}] | {gsp:.1f} | {dsp:.1f} | {ratio} |"
         )
 
+    per_dataset = pairing.summarize(records, reps=reps)
+    if per_dataset:
+        lines += ["", "Speed ratio per dataset (gendm / d3rlpy grad steps/s, runs side by side):", ""]
+        lines += ["| algorithm | dataset | comparison | ratio (median of round medians) | range | pairs |"]
+        lines += ["|---|---|---|---|---|---|"]
+        for grp, s in per_dataset.items():
+            algo_, dset, comp = grp.split("|")
+            r = s["ratio"]
+            if r["median_of_round_medians"] is None:
+                continue
+            lo_, hi_ = r["range_over_rounds"]
+            lines.append(
+                f"| {algo_} | {dset} | {comp} | {r['median_of_round_medians']:.2f}x | {lo_:.2f}-{hi_:.2f} "
+                f"| {s['pairs']} |"
+            )
     lines += ["", "Per dataset: normalised score IQM [95% CI] over seeds, and grad steps/s.", ""]
     lines += [
         "| dataset | ref min / max | " + " | ".join(methods) + " |",
@@ -412,10 +466,11 @@ def main() -> None:
         help="comma-separated LIB:ALGO, LIB in " + ", ".join([*GENDM_LIBS, *D3RLPY_LIBS]),
     )
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3, help="repeats of every gendm / d3rlpy pair (default 3)")
     p.add_argument("--steps", type=int, default=20_000, help="gradient steps per run")
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cores", default=None, help="the two cores for the pairs, e.g. 0,1 (default: first two)")
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--set",
@@ -426,6 +481,7 @@ def main() -> None:
     p.add_argument("--datasets-root", default=None, help="root of the dataset ids (default: Minari's)")
     p.add_argument("--runs-dir", type=Path, default=None, help="default: runs/offline_suite/steps{N}")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "offline_suite.json")
+    p.add_argument("--log", type=Path, default=None, help="JSONL of finished runs (default: OUT.jsonl)")
     p.add_argument("--gendm-python", default=str(ROOT / ".venv" / "bin" / "python"))
     p.add_argument("--d3rlpy-python", default=str(ROOT / ".venv-d3rlpy" / "bin" / "python"))
     p.add_argument("--reps", type=int, default=50_000, help="bootstrap replicates")
@@ -436,8 +492,10 @@ def main() -> None:
     if a.make_tiny:
         make_tiny(a.make_tiny)
         return
+    if a.seeds < 1 or a.rounds < 1 or a.steps < 1:
+        raise SystemExit("--steps, --seeds and --rounds must be >= 1")
     a.runs_dir = a.runs_dir or ROOT / "runs" / "offline_suite" / f"steps{a.steps}"
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    log = a.log or a.out.with_suffix(".jsonl")
 
     datasets, refs = [], {}
     for d in a.datasets.split(","):
@@ -460,6 +518,11 @@ def main() -> None:
                     f"skip {m}: gendm has no algorithm {algo!r} yet (registered: {', '.join(sorted(algos))})"
                 )
                 continue
+            if lib == "gendm-bf16" and not native_bf16_in(a.gendm_python):
+                raise SystemExit(
+                    f"{m}: bf16 is emulated on this CPU (no AVX512-BF16 or AMX), so it is slower than "
+                    "fp32 and its speed says nothing about gendm; drop it from --methods."
+                )
         elif lib in D3RLPY_LIBS:
             if algo not in PAIRED:
                 print(f"skip {m}: benchmarks/vs_d3rlpy.py runs only {', '.join(PAIRED)}")
@@ -471,42 +534,73 @@ def main() -> None:
             libs = ", ".join(f"{x}:ALGO" for x in [*GENDM_LIBS, *D3RLPY_LIBS])
             raise SystemExit(f"unknown library in {m!r}: use one of {libs}")
         methods.append((lib, algo))
-    jobs = [Job(lib, algo, d, s) for s in range(a.seeds) for d in datasets for lib, algo in methods]
+    plan, pairs = make_plan(a, datasets, methods)
+    from gendm.core.provenance import provenance
+
+    prov = provenance(threads=1)
+    cores = [int(c) for c in a.cores.split(",")] if a.cores else None
+    failed: list[dict] = []
+    if a.dry_run:
+        units = {(u.key, rnd, u.seed): u for rnd in range(1, a.rounds + 1) for u in plan(rnd)}
+        for item in pairing.pending(plan, a.rounds, log):
+            print(f"round {item['round']} seed {item['seed']} {item['unit']}:")
+            for run in units[(item["unit"], item["round"], item["seed"])].runs:
+                print("    " + " ".join(run.cmd))
+        return
     if not a.summarize_only:
-        run_all(jobs, a)
-        if a.dry_run:
-            return
-    rows, missing = collect(jobs, a, refs)
+        failed = pairing.run_rounds(plan, a.rounds, log, cores=cores)
+    records = pairing.collect(plan, a.rounds, log)
+    missing = pairing.pending(plan, a.rounds, log)
     if missing:
-        print(f"{len(missing)} of {len(jobs)} runs not finished (listed under 'missing' in {a.out})")
-    if not rows:
+        print(f"{len(missing)} units not finished (listed under 'missing' in {a.out})")
+    if not records:
         raise SystemExit("no finished runs to summarise")
+    rows = per_seed_rows(records, refs)
+    git, cpu = prov["git"], prov["cpu"]
     meta = {
-        "started": started,
-        "machine": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()})",
+        "where": f"commit {git['short']}{' (dirty tree)' if git['dirty'] is True else ''}, {cpu['model']} "
+        f"(AVX512-BF16 {cpu['flags'].get('avx512_bf16')}, AMX {cpu['flags'].get('amx_bf16')}), "
+        f"{prov['date_utc']}",
         "command": " ".join([sys.executable, *sys.argv]),
     }
-    md = report(rows, a, refs, meta)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
+    md = report(rows, records, a, refs, meta)
     payload = {
+        "provenance": prov,
+        "command": meta["command"],
         "steps": a.steps,
         "eval_every": a.eval_every,
         "eval_episodes": a.eval_episodes,
         "seeds": a.seeds,
-        "workers": a.workers,
+        "rounds": a.rounds,
+        "cores": cores or pairing.default_cores(),
         "device": a.device,
         "overrides": MATCHED + a.set,
+        "pairs": [f"{g}~{p}:{algo}" for g, p, algo in pairs],
         "references": {d: {"ref_min": r[0], "ref_max": r[1], "source": r[2]} for d, r in refs.items()},
-        **meta,
+        "log": str(log),
         "runs": rows,
+        "raw_runs": records,
+        "summary": pairing.summarize(records, reps=a.reps),
         "missing": missing,
     }
-    tmp = a.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, a.out)
+    pairing.write_json_atomic(a.out, payload)
     a.out.with_suffix(".md").write_text(md)
     print(md)
+    print(pairing.markdown(payload["summary"]))
     print(f"wrote {a.out} and {a.out.with_suffix('.md')}")
+    if failed:
+        raise SystemExit(
+            f"{len(failed)} runs failed (see their stderr logs); rerun the same command to retry"
+        )
+
+
+def native_bf16_in(py: str) -> bool:
+    """Whether gendm, as imported by ``py``, treats bf16 as native on this CPU."""
+    code = (
+        "import torch; from gendm.core.precision import native_bf16; print(native_bf16(torch.device('cpu')))"
+    )
+    out = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    return out.returncode == 0 and out.stdout.strip().endswith("True")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """d3rlpy's IQL and TD3+BC on a gendm (Minari-format) dataset, scored by gendm's evaluation protocol.
 
+One run of one library: ``benchmarks/offline_suite.py`` pairs it with gendm's run of the same
+algorithm, dataset and seed (``benchmarks/pairing.py``: both start together, each pinned to its own
+core with one thread, in several rounds) and reports the median ratio of their gradient steps per
+second (``grad_steps / train_s``, below) over the rounds; for IQL and TD3+BC alone:
+
+    .venv/bin/python benchmarks/offline_suite.py --methods gendm:iql,d3rlpy:iql,gendm:td3bc,d3rlpy:td3bc
+
 Runs from its own environment, because d3rlpy 2.8.1 pins ``gymnasium==1.0.0`` while gendm needs
-gymnasium >= 1.1 (``gymnasium.vector.AutoresetMode``). ``benchmarks/offline_suite.py`` drives both
-libraries; create the environment once (``.venv-d3rlpy`` is git-ignored):
+gymnasium >= 1.1 (``gymnasium.vector.AutoresetMode``); create it once (``.venv-d3rlpy`` is
+git-ignored; about a minute from a local wheel cache):
 
     python3 -m venv .venv-d3rlpy
     .venv-d3rlpy/bin/pip install /opt/wheels/torch-2.13.0+cpu-*.whl   # the exact torch of .venv, CPU
@@ -64,8 +71,9 @@ clipped to the action space. ``final_return`` is the **last** evaluation, never 
 
 Output: ``OUT/summary.json`` in gendm's contract (``final_return``, ``grad_steps``, ``train_s``,
 ``wall_s``, ``curve`` of {grad_steps, return_mean, return_std, train_s, wall_s}, ``algo``,
-``dataset``, ``seed``, ``versions``, ...), written atomically (temp file + rename). CPU by default
-with ``--threads 1``; ``--device cuda`` passes through to d3rlpy.
+``dataset``, ``seed``, ``versions``, ``provenance`` (``gendm.core.provenance``, imported from this
+checkout's ``src``: commit, CPU and flags, threads, date), ...), written atomically (temp file +
+rename). CPU by default with ``--threads 1``; ``--device cuda`` passes through to d3rlpy.
 """
 
 from __future__ import annotations
@@ -288,6 +296,17 @@ def versions() -> dict[str, str]:
     return out
 
 
+def provenance(threads: int) -> dict[str, Any]:
+    """``gendm.core.provenance.provenance`` from this checkout's ``src`` (gendm is not installed here;
+    that module needs only the standard library and torch)."""
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+    from gendm.core.provenance import provenance as where
+
+    return where(threads)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
@@ -400,6 +419,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "config": json.loads(algo.config.serialize()),
         "timing": "manual loop of sample_transition_batch + update (fit's loop body); train_s excludes eval",
         "versions": versions(),
+        "provenance": provenance(a.threads),
         "device": a.device,
         "torch_threads": torch.get_num_threads(),
         "flush_denormals": a.flush_denormals,
