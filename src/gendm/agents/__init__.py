@@ -2,12 +2,14 @@
 
 from gendm.agents import (  # noqa: F401  (registration)
     bc,
+    bet_bc,
     diffuser,
     diffusion_policy,
     diffusion_ql,
     dqn,
     idql,
     iql,
+    mdn_bc,
     ppo,
     sac,
     td3,
