@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/make_offline_datasets.py --env Hopper-v5 --threads 2
 
-1. Train SAC (``precision=bf16``) for ``--medium-steps`` in ``RUN``; copy ``RUN/checkpoint`` to
-   ``RUN/medium``: the *medium* policy, and its replay buffer is *medium-replay*.
+1. Train SAC (``precision=auto``: bf16 where native) for ``--medium-steps`` in ``RUN``; copy
+   ``RUN/checkpoint`` to ``RUN/medium``: the *medium* policy, and its replay buffer is *medium-replay*.
 2. Resume the same run to ``--expert-steps``: ``RUN/checkpoint`` is the *expert* policy.
 3. Write ``NAMESPACE/<task>/{random,medium,expert,medium-replay,medium-expert}-v0``: random, medium
    and expert hold ``--dataset-steps`` transitions each (checkpoint policies act deterministically
@@ -44,7 +44,7 @@ def task_name(env_id: str) -> str:
 
 def train_policies(a: argparse.Namespace, run: Path) -> tuple[Path, Path]:
     """Train to the medium budget, keep that checkpoint, resume to the expert budget."""
-    overrides = {"precision": "bf16"} | parse_assignments(a.set)
+    overrides = {"precision": "auto"} | parse_assignments(a.set)
     medium = run / "medium"
 
     def settings(steps: int) -> TrainSettings:

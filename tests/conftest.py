@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from gendm.core.precision import force_native_bf16, hardware_native_bf16
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
 
@@ -10,3 +12,24 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# The bf16 fast path (oneDNN kernels that need native bf16) and the portable path (plain ops) are
+# chosen by one check, gendm.core.precision.native_bf16. Tests of bf16 code take `bf16_path` to run
+# on both: the portable path everywhere, the native one where this CPU has native bf16.
+BF16_PATHS = [
+    pytest.param(False, id="portable"),
+    pytest.param(
+        None,
+        id="native",
+        marks=pytest.mark.skipif(
+            not hardware_native_bf16("cpu"), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=BF16_PATHS)
+def bf16_path(request):
+    with force_native_bf16(request.param):
+        yield "portable" if request.param is False else "native"

@@ -4,11 +4,19 @@ What it answers depends on words in the prompt (or the last chat message):
 SLOW (sleeps past the client's timeout), MALFORMED (200 with invalid JSON), FLAKY (500 twice, then
 success), RATE (429 once, then success), BAD (400), PAUSE (sleeps 0.2 s, to measure concurrency);
 anything else is echoed back. It counts requests per prompt and in total.
+
+Server-wide failure modes: ``fail_with="http500"`` answers every completion with HTTP 500,
+``fail_with="garbage"`` with a 200 whose body is not JSON (an HTML error page); ``rejects_stop=True``
+answers HTTP 400 ``{"detail": "substring not found"}`` to any request carrying ``stop`` (as
+``transformers serve`` does for some tokenizers) and otherwise writes on past a stop string
+("...\nObservation: ..."), so only a client-side cut removes it. :class:`HangingServer` accepts
+connections and never answers.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -16,9 +24,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAIServer:
-    def __init__(self, supports_logprobs: bool = True, slow_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        supports_logprobs: bool = True,
+        slow_s: float = 1.0,
+        fail_with: str | None = None,
+        rejects_stop: bool = False,
+    ) -> None:
+        assert fail_with in (None, "http500", "garbage")
         self.supports_logprobs = supports_logprobs
         self.slow_s = slow_s
+        self.fail_with, self.rejects_stop = fail_with, rejects_stop
         self.calls: Counter[str] = Counter()
         self.total = 0
         self.in_flight = 0
@@ -76,6 +92,12 @@ class FakeOpenAIServer:
             self.payloads.append(body)
         if body.get("echo"):
             return self._logprobs(h, body)
+        if self.fail_with == "http500":
+            return self._send(h, 500, {"error": "internal server error: model worker crashed"})
+        if self.fail_with == "garbage":
+            return self._send_raw(h, 200, b"<html><body>502 Bad Gateway</body></html>")
+        if self.rejects_stop and "stop" in body:
+            return self._send(h, 400, {"detail": "substring not found"})
         if "SLOW" in text:
             time.sleep(self.slow_s)
         if "PAUSE" in text:
@@ -88,10 +110,14 @@ class FakeOpenAIServer:
             return self._send(h, 429, {"error": "slow down"}, extra={"Retry-After": "0"})
         if "BAD" in text:
             return self._send(h, 400, {"error": "bad request"})
+        more = "\nObservation: the model wrote on" if self.rejects_stop else ""
         if chat:
-            choice = {"message": {"role": "assistant", "content": f"chat:{text}"}, "finish_reason": "stop"}
+            choice = {
+                "message": {"role": "assistant", "content": f"chat:{text}{more}"},
+                "finish_reason": "stop",
+            }
         else:
-            choice = {"text": f"echo:{text}", "finish_reason": "stop"}
+            choice = {"text": f"echo:{text}{more}", "finish_reason": "stop"}
         return self._send(h, 200, {"choices": [choice], "usage": {"total_tokens": 3}})
 
     def _logprobs(self, h: BaseHTTPRequestHandler, body: dict) -> None:
@@ -124,3 +150,33 @@ class FakeOpenAIServer:
             h.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
             pass
+
+
+class HangingServer:
+    """Accepts TCP connections on loopback and never answers (a wedged server behind a live socket)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.sock.settimeout(0.05)
+        self.accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted.append(conn)  # held open, never read or written
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()

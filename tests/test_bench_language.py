@@ -139,10 +139,12 @@ def test_bench_plays_language_agents_and_fine_tunes_with_loop(tmp_path):
     loop0 = played["loopseed0"]
     assert [p["iterations"] for p in loop0["curve"]] == [0, 2, 4]
     assert loop0["env_steps"] == 4 * 4 * 4 and loop0["grad_steps"] == 4 * 2  # 16 completions: 1 minibatch
-    # the bench runs exactly what the library call runs
+    # the bench runs what the library call runs: the same curve up to float rounding, which another
+    # process with other threads or another CPU's kernels may change in the last digits
     config = LOOPConfig(learning_rate=1e-3, max_new_tokens=2, group_size=4, prompts_per_iteration=4)
     _, direct = finetune_addition(config, 4, seed=0, pretrain_steps=30, eval_every=2)
-    assert [p["return_mean"] for p in loop0["curve"]] == [s for _, s in direct["success_curve"]]
+    expected = [s for _, s in direct["success_curve"]]
+    assert [p["return_mean"] for p in loop0["curve"]] == pytest.approx(expected, rel=1e-6, abs=1e-9)
     assert summary["scores"]["loop"]["text:addition"]["final_returns"][0] == loop0["final_return"]
 
 

@@ -102,3 +102,28 @@ def test_directory_swap_falls_back_to_previous_checkpoint(tmp_path):
     assert load_checkpoint(find_checkpoint_dir(tmp_path / "ck"))[0]["step"] == 2
     (tmp_path / "ck").rename(tmp_path / "ck.old")  # a crash between the two renames
     assert find_checkpoint_dir(tmp_path / "ck") == tmp_path / "ck.old"
+
+
+def test_unreadable_checkpoints_say_what_to_do_and_callers_can_say_it_better(tmp_path):
+    import pickle
+
+    from gendm.core.checkpoint import CorruptCheckpointError
+
+    save_checkpoint(tmp_path, _state()[2])
+    (tmp_path / "weights.safetensors").unlink()
+    with pytest.raises(CorruptCheckpointError) as e:
+        load_checkpoint(tmp_path)
+    assert "weights.safetensors is missing" in str(e.value) and "Delete the checkpoint directory" in str(
+        e.value
+    )
+    better = e.value.with_hint("Rerun with --no-resume.")
+    assert isinstance(better, CheckpointError) and "Delete" not in str(better)
+    assert str(better) == f"{e.value.problem} Rerun with --no-resume."
+    assert str(pickle.loads(pickle.dumps(better))) == str(better)  # e.g. back from a Ray worker
+    (tmp_path / "meta.json").write_text("[]")
+    with pytest.raises(CorruptCheckpointError, match="not a gendm checkpoint"):
+        load_checkpoint(tmp_path)
+    # no checkpoint at all is no corrupt one: nothing there to delete
+    with pytest.raises(CheckpointError, match=r"meta\.json is missing") as e:
+        load_checkpoint(tmp_path / "nope")
+    assert not isinstance(e.value, CorruptCheckpointError)

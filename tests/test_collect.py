@@ -11,7 +11,7 @@ import pytest
 
 from gendm.cli import main
 from gendm.core.checkpoint import load_checkpoint
-from gendm.core.errors import ConfigError, UnknownNameError
+from gendm.core.errors import ConfigError, DataError, UnknownNameError
 from gendm.data import load_dataset, save_dataset
 from gendm.data.collect import (
     checkpoint_policy,
@@ -80,6 +80,153 @@ def test_collect_cli_random_cartpole(root, capsys):
     assert "gendm/cartpole/random-v0" in capsys.readouterr().out
     assert main(["data", "info", "gendm/cartpole/randm-v0"]) == 2
     assert "Did you mean: gendm/cartpole/random-v0" in capsys.readouterr().err
+
+
+def test_frozenlake_stores_integer_observations(root, capsys):
+    argv = ["data", "collect", "--env", "FrozenLake-v1", "--policy", "random", "--episodes", "5"]
+    assert main([*argv, "--out", "test/fl-v0", "--no-progress"]) == 0
+    ds = load_dataset("test/fl-v0")
+    assert ds.observations.dtype == ds.next_observations.dtype == np.int64 and ds.observations.ndim == 1
+    assert ds.observations.min() >= 0 and ds.next_observations.max() < 16
+    assert ds.observation_space == gym.spaces.Discrete(16) and ds.num_episodes == 5
+    m = minari.load_dataset("test/fl-v0")
+    assert m.observation_space == gym.spaces.Discrete(16)
+    for i, episode in enumerate(m.iterate_episodes()):
+        assert episode.observations.dtype == np.int64
+        rows = slice(ds.episode_starts[i], ds.episode_ends[i])
+        np.testing.assert_array_equal(episode.observations[:-1], ds.observations[rows])
+    assert main(["data", "info", "test/fl-v0"]) == 0
+    assert "episodes: 5" in capsys.readouterr().out
+    # Discrete actions: a clear refusal naming the action space, not a crash on the observations
+    assert main(["train", "bc", "--dataset", "test/fl-v0", "--out", str(root.parent / "run")]) == 2
+    assert "has Discrete(4). No gendm offline algorithm learns this action space" in capsys.readouterr().err
+
+
+@pytest.fixture
+def int_pendulum():
+    """Pendulum-v1 with int16 observations (x100) in an integer Box: Box actions, integer observations."""
+    space = gym.spaces.Box(-1000, 1000, (3,), np.int16)
+
+    def make(**kwargs):
+        env = gym.make("Pendulum-v1", **kwargs)
+        return gym.wrappers.TransformObservation(env, lambda o: np.round(o * 100).astype(np.int16), space)
+
+    gym.register("GendmTest/IntPendulum-v0", entry_point=make, max_episode_steps=50)
+    yield "GendmTest/IntPendulum-v0"
+    gym.registry.pop("GendmTest/IntPendulum-v0")
+
+
+def test_integer_box_observations_are_stored_loaded_and_trained_on(root, tmp_path, int_pendulum):
+    from gendm.train import TrainSettings, train_offline
+
+    ds = collect(int_pendulum, "random", episodes=2, seed=0, progress=False)
+    assert ds.observations.dtype == np.int16 and len(ds) == 100
+    save_dataset(ds, "test/intpendulum/random-v0")
+    back = load_dataset("test/intpendulum/random-v0")
+    assert back.observations.dtype == np.int16
+    np.testing.assert_array_equal(back.observations, ds.observations)
+    episode = next(iter(minari.load_dataset("test/intpendulum/random-v0").iterate_episodes()))
+    assert episode.observations.dtype == np.int16
+    settings = TrainSettings(
+        algo="bc",
+        dataset="test/intpendulum/random-v0",
+        steps=5,
+        eval_every=5,
+        eval_episodes=1,
+        out_dir=tmp_path / "run",
+        progress=False,
+        tensorboard=False,
+        overrides={"hidden": (16,), "batch_size": 16},
+    )
+    summary = train_offline(settings)
+    assert summary["status"] == "ok" and summary["grad_steps"] == 5 and np.isfinite(summary["final_return"])
+
+
+def test_offline_training_refuses_discrete_observations_clearly(root, tmp_path):
+    """Discrete observations with Box actions: stored as int64, and training says to one-hot them."""
+    from gendm.train import TrainSettings, train_offline
+
+    space = gym.spaces.Discrete(2)
+    gym.register(
+        "GendmTest/DiscretePendulum-v0",
+        entry_point=lambda **kw: gym.wrappers.TransformObservation(
+            gym.make("Pendulum-v1", **kw), lambda o: int(o[2] > 0), space
+        ),
+        max_episode_steps=20,
+    )
+    try:
+        save_dataset(
+            collect("GendmTest/DiscretePendulum-v0", episodes=1, progress=False), "test/dp/random-v0"
+        )
+        assert load_dataset("test/dp/random-v0").observations.dtype == np.int64
+        settings = TrainSettings(
+            algo="bc", dataset="test/dp/random-v0", out_dir=tmp_path / "run", progress=False
+        )
+        with pytest.raises(ConfigError, match=r"read Box observations.*Discrete\(2\).*FlattenObservation"):
+            train_offline(settings)
+    finally:
+        gym.registry.pop("GendmTest/DiscretePendulum-v0")
+
+
+def test_collect_refuses_dict_observations_before_any_work(root, capsys):
+    """MiniGrid's Dict observations: a clear refusal before the policy is built or a step is taken."""
+    pytest.importorskip("minigrid")
+    argv = ["data", "collect", "--env", "MiniGrid-Empty-5x5-v0", "--episodes", "2", "--out", "test/mg-v0"]
+    assert main([*argv, "--policy", "no/such/checkpoint", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gendm: error: MiniGrid-Empty-5x5-v0 has a Dict observation space")
+    assert "Dict(direction: Discrete, image: Box, mission: MissionSpace)" in err
+    assert "ImgObsWrapper" in err and "FlattenObservation" in err and "Traceback" not in err
+    assert not root.exists() or not any(root.iterdir())
+
+
+def test_following_the_dict_hint_collects_a_wrapped_env(root):
+    pytest.importorskip("minigrid")
+    from minigrid.wrappers import ImgObsWrapper
+
+    # the hint's recipe: wrap, register under an own id, collect that id
+    gym.register(
+        "GendmTest/MiniGridImg-v0",
+        entry_point=lambda **kw: ImgObsWrapper(gym.make("MiniGrid-Empty-5x5-v0", **kw)),
+    )
+    try:
+        ds = collect("GendmTest/MiniGridImg-v0", "random", episodes=2, seed=0, progress=False)
+        save_dataset(ds, "test/minigrid/img-v0")
+    finally:
+        gym.registry.pop("GendmTest/MiniGridImg-v0")
+    back = load_dataset("test/minigrid/img-v0")
+    assert back.observations.dtype == np.uint8 and back.observations.shape[1:] == (7, 7, 3)
+    assert back.actions.dtype == np.int64 and back.num_episodes == 2
+    m = minari.load_dataset("test/minigrid/img-v0")
+    assert m.observation_space.dtype == next(iter(m.iterate_episodes())).observations.dtype == np.uint8
+
+
+def test_collect_refuses_dict_observations_without_minigrid(root):
+    space = gym.spaces.Dict({"x": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)})
+    gym.register(
+        "GendmTest/DictCartPole-v0",
+        entry_point=lambda **kw: gym.wrappers.TransformObservation(
+            gym.make("CartPole-v1", **kw), lambda o: {"x": o}, space
+        ),
+    )
+    try:
+        with pytest.raises(DataError, match=r"Dict observation space, Dict\(x: Box\).*FlattenObservation"):
+            collect("GendmTest/DictCartPole-v0", "random", episodes=1, progress=False)
+    finally:
+        gym.registry.pop("GendmTest/DictCartPole-v0")
+
+
+def test_float64_env_declares_the_stored_dtype(root):
+    """InvertedPendulum-v5 (MuJoCo) emits float64 observations; the dataset stores and declares float32."""
+    ds = collect("InvertedPendulum-v5", "random", episodes=2, seed=0, progress=False)
+    assert gym.make("InvertedPendulum-v5").observation_space.dtype == np.float64
+    save_dataset(ds, "test/invertedpendulum/random-v0")
+    m = minari.load_dataset("test/invertedpendulum/random-v0")
+    for episode in m.iterate_episodes():
+        assert m.observation_space.dtype == episode.observations.dtype == np.float32
+        assert m.action_space.dtype == episode.actions.dtype
+        assert all(m.observation_space.contains(o) for o in episode.observations)
+    assert load_dataset("test/invertedpendulum/random-v0").observation_space.dtype == np.float32
 
 
 def test_collect_help_shows_defaults(capsys):

@@ -2,14 +2,18 @@
 and samplers."""
 
 import json
+import re
 import warnings
 
 import gymnasium as gym
+import h5py
 import minari
 import numpy as np
 import pytest
 import torch
 
+import gendm
+from gendm.cli import main
 from gendm.core.errors import ConfigError, DataError, UnknownNameError
 from gendm.data import (
     ActionScaler,
@@ -25,7 +29,7 @@ from gendm.data import (
     validate,
 )
 from gendm.data import dataset as dataset_module
-from gendm.data.dataset import dataset_root
+from gendm.data.dataset import dataset_root, read_metadata
 from gendm.data.samplers import action_chunk_indices, trajectory_starts
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -164,7 +168,7 @@ def test_save_refuses_existing_and_overwrites_atomically(root, monkeypatch):
     save_dataset(make_ds(seed=1), "gendm/pendulum/a-v0", overwrite=True)
     assert load_dataset("gendm/pendulum/a-v0").metadata["provenance"]["seed"] == 1
 
-    def crash(f, ds):  # a crash half way through writing the HDF5 file
+    def crash(f, ds, *dtypes):  # a crash half way through writing the HDF5 file
         f.create_group("episode_0").create_dataset("rewards", data=ds.rewards[:1])
         raise RuntimeError("disk full")
 
@@ -266,6 +270,100 @@ def test_discrete_and_contiguity_checks(root):
     validate(ds)  # fine as transitions...
     with pytest.raises(DataError, match=r"next_observations at row 2 \(episode 0, step 2\).*contiguous"):
         save_dataset(ds, "gendm/pendulum/gap-v0")  # ...but not storable as Minari episodes
+
+
+def test_nan_hint_loads_without_validation_and_the_quoted_code_works(root, tmp_path):
+    ds = make_ds(lengths=(5, 3, 4))
+    save_dataset(ds, "gendm/pendulum/nan-v0")
+    other = tmp_path / "elsewhere"
+    save_dataset(ds, "gendm/pendulum/nan-v0", root=other)
+    for path in (root, other):
+        with h5py.File(path / "gendm/pendulum/nan-v0/data/main_data.hdf5", "r+") as f:
+            f["episode_1/observations"][1, 2] = np.nan  # row 6 of the flat arrays
+    for kwargs in ({}, {"root": other}):
+        with pytest.raises(DataError, match=r"'observations' holds NaN at row 6 \(episode 1") as e:
+            load_dataset("gendm/pendulum/nan-v0", **kwargs)
+        code = re.search(r"`([^`]*)`", str(e.value)).group(1)  # the hint's exact Python
+        assert "validate=False" in code and ("root=" in code) == bool(kwargs)
+        namespace = {"gendm": gendm}
+        exec(code, namespace)
+        fixed = namespace["ds"]
+        assert fixed.num_episodes == 2 and len(fixed) == 9
+        np.testing.assert_array_equal(fixed.rewards, np.r_[0:5, 8:12])
+        validate(fixed, *fixed.spaces())
+    raw = load_dataset("gendm/pendulum/nan-v0", validate=False)
+    assert np.isnan(raw.observations[6, 2]) and raw.finite_episodes().tolist() == [0, 2]
+    with pytest.raises(DataError, match=r"keep the finite episodes: `ds = ds.select_episodes"):
+        validate(raw)  # an in-memory dataset: the hint needs no loading
+
+
+def test_declared_space_dtype_is_the_stored_dtype(root):
+    """A float64 space (a MuJoCo env's) over gendm's float32 arrays is declared float32; integer
+    spaces are written in their own dtype."""
+    ds = make_ds()
+    obs64 = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    act64 = gym.spaces.Box(-2.0, 2.0, (1,), np.float64)
+    save_dataset(ds, "gendm/pendulum/f64-v0", observation_space=obs64, action_space=act64)
+    meta = json.loads((root / "gendm/pendulum/f64-v0/data/metadata.json").read_text())
+    with h5py.File(root / "gendm/pendulum/f64-v0/data/main_data.hdf5") as f:
+        stored = {k: f[f"episode_0/{k}"].dtype for k in ("observations", "actions")}
+    for key, name in (("observations", "observation_space"), ("actions", "action_space")):
+        assert json.loads(meta[name])["dtype"] == str(stored[key]) == "float32"
+    m = minari.load_dataset("gendm/pendulum/f64-v0")
+    episode = next(iter(m.iterate_episodes()))
+    assert m.observation_space.dtype == episode.observations.dtype == np.float32
+    assert m.action_space.dtype == episode.actions.dtype == np.float32
+    assert m.action_space.low.tolist() == [-2.0] and m.action_space.contains(episode.actions[0])
+    back = load_dataset("gendm/pendulum/f64-v0")
+    assert back.observation_space.dtype == back.observations.dtype
+
+    ints = make_ds()
+    ints.observations = np.abs(ints.observations).astype(np.int64)  # int64 values of a uint8 space
+    ints.next_observations = np.abs(ints.next_observations).astype(np.int64)
+    img = gym.spaces.Box(0, 255, (3,), np.uint8)
+    save_dataset(ints, "gendm/pendulum/u8-v0", observation_space=img, action_space=ds.action_space)
+    m = minari.load_dataset("gendm/pendulum/u8-v0")
+    episode = next(iter(m.iterate_episodes()))
+    assert m.observation_space.dtype == episode.observations.dtype == np.uint8
+    ints.observations[0, 0] = 300
+    with pytest.raises(DataError, match=r"'observations' holds values in \[0, 300\].*uint8"):
+        save_dataset(ints, "gendm/pendulum/u8-v1", observation_space=img, action_space=ds.action_space)
+
+
+def test_empty_root_says_so_and_names_it(root, tmp_path, capsys):
+    with pytest.raises(UnknownNameError) as e:
+        load_dataset("gendm/pendulum/medium-v0")
+    message = str(e.value)
+    assert "Available: ." not in message and str(root) in message and "does not exist" in message
+    assert "MINARI_DATASETS_PATH" in message and "gendm data collect" in message
+    root.mkdir(parents=True)
+    with pytest.raises(UnknownNameError, match=r"holds no dataset"):
+        load_dataset("gendm/pendulum/medium-v0")
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"datasets root {root} (from $MINARI_DATASETS_PATH) holds no dataset" in out
+    assert main(["data", "list", "--root", str(tmp_path / "none")]) == 0
+    assert f"{tmp_path / 'none'} (from --root) does not exist" in capsys.readouterr().out
+
+
+def test_list_shows_the_env_of_a_minari_written_dataset(root, capsys):
+    env = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=0)
+    steps = {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+    for _ in range(3):
+        obs, reward, term, trunc, _ = env.step(0)
+        for key, value in zip(steps, (obs, 0, reward, term, trunc)):
+            steps[key].append(value)
+    steps["truncations"][-1] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(
+            "test/cartpole/short-v0", [minari.data_collector.EpisodeBuffer(id=0, **steps)], env=env
+        )
+    assert "env_id" not in read_metadata("test/cartpole/short-v0")  # minari records only env_spec
+    assert main(["data", "list"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.split()[:3] == ["test/cartpole/short-v0", "CartPole-v1", "3"]
 
 
 # ------------------------------------------------------------------------------- statistics, utils

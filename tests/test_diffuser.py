@@ -113,31 +113,47 @@ def test_plans_follow_the_point_mass_dynamics(agent, starts):
 
 
 class FinalX(torch.nn.Module):
-    """A known value: the normalised sideways position at the end of the plan (go right)."""
+    """A known value: the normalised sideways position at the end of the plan times ``sign`` (+1: the
+    further right the better, -1: the further left)."""
+
+    def __init__(self, sign: float = 1.0) -> None:
+        super().__init__()
+        self.sign = sign
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, -1, 0]
+        return self.sign * x[:, -1, 0]
 
 
 def test_guidance_and_sorting_pick_higher_value_plans(agent, data):
-    """From the start region the expert goes left or right by a coin flip, so plain plans split; with
-    the value "end further right" sorting and guidance must move them right."""
+    """From the start region the expert goes left or right by a coin flip, so the learned planner can
+    propose both ways; a value "end further right" must move plans right of the unguided ones, and
+    "end further left" must move them left. How the unguided plans split depends on the trained model
+    (from 3% to 50% left across training seeds and CPUs), so every check compares with them, in both
+    directions. Margins come from 9 training seeds, 2 more with AVX2-only kernels: the leftward move
+    below the unguided mean was >= 1.3 sorted or both and >= 1.0 guided; right-of-zero fractions were
+    >= 0.91 and, for sorting, left-of-zero ones >= 0.75."""
     first = np.concatenate([[0], data.episode_ends[:-1]])
     starts = torch.as_tensor(data.observations[first][:32])
     learned = agent.ema.module["value"]
-    agent.ema.module["value"] = FinalX()
+
+    def final_x(planning, sign=1.0, **kw):
+        agent.ema.module["value"] = FinalX(sign)
+        torch.manual_seed(2)
+        return agent.plan(starts, planning, **kw).normalized[:, -1, 0]
+
     try:
-
-        def final_x(planning, **kw):
-            torch.manual_seed(2)
-            return agent.plan(starts, planning, **kw).normalized[:, -1, 0]
-
         plain = final_x("none")
-        assert (plain < 0).float().mean() > 0.2  # both sides are proposed
-        sorted_ = final_x("sorted", num_plans=16)
-        assert (sorted_ > 0).float().mean() > 0.9 and sorted_.mean() > plain.mean() + 0.5
-        assert final_x("guided", guide_scale=10.0).mean() > plain.mean() + 0.1
-        assert final_x("both", num_plans=16, guide_scale=10.0).mean() > plain.mean() + 0.5
+        for planning, kw, gap in [
+            ("sorted", {"num_plans": 16}, 1.0),
+            ("guided", {"guide_scale": 10.0}, 0.5),
+            ("both", {"num_plans": 16, "guide_scale": 10.0}, 1.0),
+        ]:
+            right, left = final_x(planning, **kw), final_x(planning, -1.0, **kw)
+            assert right.mean() > plain.mean() > left.mean() + gap / 2, (planning, right, plain, left)
+            assert right.mean() - left.mean() > gap, (planning, right.mean(), left.mean())
+            assert (right > 0).float().mean() > 0.8, (planning, right)
+            if planning != "guided":  # sorting finds left plans among the candidates: both ways exist
+                assert (left < 0).float().mean() > 0.5, (planning, left)
     finally:
         agent.ema.module["value"] = learned
 

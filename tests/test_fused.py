@@ -8,13 +8,28 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import BF16_PATHS
 
 from gendm.agents.sac import SAC, SACConfig
+from gendm.core.precision import force_native_bf16
 from gendm.data.replay import Batch
 from gendm.nn import EnsembleMLP, mlp
 from gendm.nn.fused import fused_ensemble, fused_mlp, supports_fused
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+
+
+# fp32, and bf16 on the portable path and (where this CPU has it) the native one
+DTYPES = [pytest.param((torch.float32, None), id="fp32")] + [
+    pytest.param((torch.bfloat16, p.values[0]), id=f"bf16-{p.id}", marks=p.marks) for p in BF16_PATHS
+]
+
+
+@pytest.fixture
+def dtype(request):
+    dtype, native = request.param
+    with force_native_bf16(native):
+        yield dtype
 
 
 def _grads(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -25,7 +40,7 @@ def _reference(dtype: torch.dtype):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES, indirect=True)
 def test_fused_ensemble_stacked_rows_equal_a_trained_and_a_detached_pass(dtype):
     torch.manual_seed(0)
     ens = EnsembleMLP(2, 5, 1, hidden=(32, 32))
@@ -51,7 +66,7 @@ def test_fused_ensemble_stacked_rows_equal_a_trained_and_a_detached_pass(dtype):
         torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES, indirect=True)
 def test_fused_mlp_only_grad_rows_carry_gradients(dtype):
     torch.manual_seed(1)
     net = mlp(4, 3, (32, 32))
@@ -74,7 +89,7 @@ def test_fused_mlp_only_grad_rows_carry_gradients(dtype):
         torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-def test_bf16_weights_follow_a_fused_adam_step():
+def test_bf16_weights_follow_a_fused_adam_step(bf16_path):
     # A fused Adam step leaves parameter version counters unchanged; no stale bf16 copy may survive it.
     torch.manual_seed(2)
     ens, net = EnsembleMLP(2, 3, 1, hidden=(16,)), mlp(3, 2, (16,))
@@ -152,7 +167,7 @@ def test_sac_hand_derived_gradients_equal_autograd_on_plain_modules():
         torch.testing.assert_close(metrics[key], loss.detach())
 
 
-def test_sac_bf16_gradients_follow_autocast_on_plain_modules():
+def test_sac_bf16_gradients_follow_autocast_on_plain_modules(bf16_path):
     agent, batch = _sac_and_batch(precision="bf16")
     alpha = agent.log_alpha.detach().exp()
     torch.manual_seed(3)

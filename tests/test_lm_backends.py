@@ -3,18 +3,23 @@ against a loopback server (tests/lm_fake_server.py). Nothing is downloaded."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
+import time
 
 import numpy as np
 import pytest
 import torch
-from lm_fake_server import FakeOpenAIServer
+from lm_fake_server import FakeOpenAIServer, HangingServer
 
 from gendm.core.errors import ConfigError
 from gendm.lm import (
+    BackendFailingError,
     BackendUnavailableError,
+    CachedBackend,
     Completion,
+    FailureGuard,
     GenerationSettings,
     LanguageModel,
     ModelLoadError,
@@ -320,6 +325,20 @@ def test_openai_logprobs_not_supported():
         s.close()
 
 
+def test_react_q_over_a_server_without_logprobs_suggests_sampled_proposals():
+    from gendm.language_agents import QModel, QRerankAgent, ReActAgent
+
+    s = FakeOpenAIServer(supports_logprobs=False)
+    try:
+        agent = QRerankAgent(ReActAgent(client(s)), QModel(), proposal="logprobs")
+        agent.reset("Mission: go to the red ball")
+        with pytest.raises(NotSupportedError, match="log-probabilities") as e:
+            agent.act("You see a wall.", ["turn left", "go forward"])
+    finally:
+        s.close()
+    assert "--proposal sample" in str(e.value) and 'proposal = "sample"' in str(e.value)
+
+
 def test_openai_embeddings_in_input_order(server):
     emb = client(server, max_concurrency=2).embed(["a", "banana", "cab"])
     np.testing.assert_array_equal(emb, [[1, 1, 1], [6, 3, 1], [3, 1, 1]])
@@ -337,3 +356,87 @@ def test_openai_bad_configuration():
 def test_cut_at_stop():
     assert cut_at_stop("yes. no\nmaybe", ("\n", ".")) == ("yes", True)
     assert cut_at_stop("abc", ("x",)) == ("abc", False)
+
+
+def test_openai_deadline_bounds_a_server_that_never_answers():
+    hang = HangingServer()
+    try:
+        # without a deadline: 4 attempts x 2 s timeouts (plus backoff) = 8 s
+        b = OpenAICompatibleBackend(
+            hang.url, "tiny", timeout_s=2, max_retries=3, backoff_s=0.01, deadline_s=1.5
+        )
+        t0 = time.monotonic()
+        (out,) = b.complete(["anyone there?"])
+        elapsed = time.monotonic() - t0
+    finally:
+        hang.close()
+    assert 1.4 < elapsed < 5, elapsed
+    assert not out.ok and "timed out" in out.error and "deadline_s=1.5" in out.error
+    with pytest.raises(ConfigError, match="deadline_s"):
+        OpenAICompatibleBackend("http://x", "m", deadline_s=0)
+
+
+def test_openai_stop_rejected_is_retried_without_stop_and_cut_on_the_client(caplog):
+    s = FakeOpenAIServer(rejects_stop=True)  # 400 on "stop"; otherwise writes on past "\nObservation:"
+    try:
+        b = client(s)
+        with caplog.at_level(logging.WARNING, logger="gendm.lm.openai"):
+            out = b.complete(["one", "two"], stop=["\nObservation:"])
+            chat = b.chat([[{"role": "user", "content": "hi"}]], stop=["\nObservation:"])
+            later = b.complete(["three"], stop=["\nObservation:"])
+        sent = [("stop" in p, p.get("prompt") or p["messages"][-1]["content"]) for p in s.payloads]
+    finally:
+        s.close()
+    assert [c.text for c in out] == ["echo:one", "echo:two"] and all(c.finish_reason == "stop" for c in out)
+    assert chat[0].text == "chat:hi" and later[0].text == "echo:three"
+    assert b.stop_rejected
+    # each of the first batch was sent with stop at most once, then without; later calls go without
+    assert sorted(t for with_stop, t in sent if not with_stop) == ["hi", "one", "three", "two"]
+    assert all(t in ("one", "two") for with_stop, t in sent if with_stop)
+    warned = [r.getMessage() for r in caplog.records if "stop" in r.getMessage()]
+    assert len(warned) == 1 and "\n" not in warned[0] and "cutting answers" in warned[0]
+
+
+def test_openai_a_400_that_is_not_about_stop_is_reported(server):
+    b = client(server)
+    (out,) = b.complete(["BAD"], stop=["\n"])
+    assert not out.ok and "HTTP 400" in out.error
+    assert server.calls["BAD"] == 2 and not b.stop_rejected  # once with stop, once without
+    b.complete(["BAD"], stop=["\n"])
+    assert [p.get("stop") for p in server.payloads[-2:]] == [["\n"], None]  # stop was not remembered
+
+
+@pytest.mark.parametrize("mode", ["http500", "garbage"])
+def test_failure_guard_ends_a_run_whose_server_mostly_fails(mode):
+    s = FakeOpenAIServer(fail_with=mode)
+    try:
+        guard = FailureGuard(client(s, max_retries=0), max_failure_rate=0.5, failure_min_calls=3)
+        assert not guard.complete(["a"])[0].ok  # one failure of one call: too few to judge
+        assert not guard.complete(["b"])[0].ok
+        with pytest.raises(BackendFailingError, match="failed 3 of its 3 calls") as e:
+            guard.complete(["c"])
+    finally:
+        s.close()
+    assert ("HTTP 500" if mode == "http500" else "not JSON") in str(e.value)
+    assert guard.model_id == f"openai:{s.url}#tiny"
+
+
+def test_failure_guard_counts_behind_a_cache(tmp_path):
+    s = FakeOpenAIServer(fail_with="http500")
+    cached = CachedBackend(FailureGuard(client(s, max_retries=0), failure_min_calls=2), tmp_path / "c.sqlite")
+    try:  # the cache must not stream past the guard
+        with pytest.raises(BackendFailingError, match="failed 2 of its 2 calls"):
+            cached.complete(["a", "b"])
+    finally:
+        cached.close()
+        s.close()
+    with pytest.raises(ConfigError, match="max_failure_rate"):
+        FailureGuard(cached, max_failure_rate=1.0)
+
+
+def test_failure_guard_lets_a_mostly_good_server_run_on(server):
+    guard = FailureGuard(client(server), max_failure_rate=0.5, failure_min_calls=3)
+    out = guard.complete(["good", "BAD", "also good", "fine", "BAD again"])  # 2 of 5 failed
+    assert [c.ok for c in out] == [True, False, True, True, False]
+    assert (guard.calls, guard.failures) == (5, 2) and "HTTP 400" in guard.last_error
+    assert guard.complete(["x"])[0].ok and guard.timeout_s == 0.3  # other attributes are the backend's

@@ -2,8 +2,10 @@
 the evaluation hooks, and offline runs through the CLI and the bench."""
 
 import json
+import warnings
 
 import gymnasium as gym
+import minari
 import numpy as np
 import pytest
 import torch
@@ -17,13 +19,14 @@ from gendm.cli import main
 from gendm.core.checkpoint import find_checkpoint_dir, load_checkpoint
 from gendm.core.errors import CheckpointError, ConfigError, DataError, SpecError, TrainingDivergedError
 from gendm.data.collect import collect
-from gendm.data.dataset import save_dataset
+from gendm.data.dataset import load_dataset, save_dataset
 from gendm.envs import make_env
 from gendm.envs.experts import expert_policy
 from gendm.envs.multimodal import OBSTACLE_RADIUS, TwoPathExpert
 from gendm.envs.references import SUITES, reference
 from gendm.train import TrainSettings, train, train_offline
 from gendm.train.evaluate import evaluate_episodes
+from gendm.train.offline import OfflineTrainer
 
 ENV = "gendm/TwoPathReach-v0"
 DATASET_ID = "gendm-test/twopath/expert-v0"
@@ -193,6 +196,109 @@ def test_offline_and_online_algorithms_refuse_the_wrong_source(tmp_path, expert_
         train(_settings(tmp_path, algo="sac"))
     with pytest.raises(DataError, match=r"observations \(2,\).*Pendulum-v1 has observations \(3,\)"):
         train_offline(_settings(tmp_path, env_id="Pendulum-v1"), dataset=expert_data)
+
+
+# ------------------------------------------------------------ evaluation env recorded in the dataset
+PENDULUM_MIN_REWARD = -(np.pi**2 + 0.1 * 8**2 + 0.001 * 2**2)  # Pendulum-v1's worst step
+
+
+def _random_episodes(env, episodes):
+    env.action_space.seed(0)
+    for ep in range(episodes):
+        env.reset(seed=ep)
+        while True:
+            *_, term, trunc, _ = env.step(env.action_space.sample())
+            if term or trunc:
+                break
+
+
+def _buffers(env, episodes):
+    """Episodes as minari's EpisodeBuffers (what its DataCollector records), without jax."""
+    env.action_space.seed(0)
+    buffers = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=ep)
+        steps = {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+        done = False
+        while not done:
+            action = env.action_space.sample()
+            obs, reward, term, trunc, _ = env.step(action)
+            for key, value in zip(steps, (obs, action, reward, term, trunc)):
+                steps[key].append(value)
+            done = term or trunc
+        buffers.append(minari.data_collector.EpisodeBuffer(id=ep, seed=ep, **steps))
+    return buffers
+
+
+def _tiny_run(tmp_path, dataset, name="run"):
+    overrides = {"hidden": (16,), "batch_size": 16}
+    run = dict(steps=5, eval_every=5, eval_episodes=2, out_dir=tmp_path / name, overrides=overrides)
+    trainer = OfflineTrainer(_settings(tmp_path, dataset=dataset, **run))
+    return trainer, trainer.run()
+
+
+@pytest.fixture
+def minari_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    return tmp_path / "minari"
+
+
+def test_offline_evaluates_in_the_env_minaris_data_collector_recorded(tmp_path, minari_root):
+    pytest.importorskip("jax", reason="minari's DataCollector needs jax (minari[create])")
+    env = minari.DataCollector(gym.make("Pendulum-v1", max_episode_steps=30, g=5.0))
+    _random_episodes(env, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # minari warns about every missing optional field
+        env.create_dataset(dataset_id="test/pendulum/collector-v0", algorithm_name="random")
+    trainer, s = _tiny_run(tmp_path, "test/pendulum/collector-v0")
+    assert s["eval_env"] == {
+        "id": "Pendulum-v1",
+        "max_episode_steps": 30,
+        "kwargs": {"g": 5.0},
+        "additional_wrappers": [],
+        "source": "dataset metadata (env_spec)",
+    }
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["eval_env"] == s["eval_env"]
+    result = evaluate_episodes(trainer.agent, trainer.eval_env, 3, seed=0)
+    assert result.lengths.tolist() == [30, 30, 30]  # not Pendulum-v1's registered 200
+    assert trainer.eval_env.envs[0].unwrapped.g == 5.0
+    assert s["final_return"] >= 30 * PENDULUM_MIN_REWARD - 1e-6
+
+
+def test_offline_prefers_the_eval_env_spec_and_gendm_copies_keep_the_spec(tmp_path, minari_root):
+    collect_env = gym.make("Pendulum-v1", max_episode_steps=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(
+            "test/pendulum/buffers-v0",
+            _buffers(collect_env, 3),
+            env=collect_env,
+            eval_env=gym.make("Pendulum-v1", max_episode_steps=40),
+        )
+    trainer, s = _tiny_run(tmp_path, "test/pendulum/buffers-v0")
+    assert s["eval_env"]["max_episode_steps"] == 40
+    assert s["eval_env"]["source"] == "dataset metadata (eval_env_spec)"
+    assert evaluate_episodes(trainer.agent, trainer.eval_env, 2, seed=0).lengths.tolist() == [40, 40]
+
+    # a gendm-written copy keeps the recorded specs; without eval_env_spec the env_spec's limit holds
+    ds = load_dataset("test/pendulum/buffers-v0")
+    save_dataset(ds, "test/pendulum/copy-v0")
+    assert minari.load_dataset("test/pendulum/copy-v0").recover_environment().spec.max_episode_steps == 30
+    del ds.metadata["eval_env_spec"]
+    save_dataset(ds, "test/pendulum/copy-v1")
+    trainer, s = _tiny_run(tmp_path, "test/pendulum/copy-v1", name="copy")
+    assert (
+        s["eval_env"]["max_episode_steps"] == 30 and s["eval_env"]["source"] == "dataset metadata (env_spec)"
+    )
+    assert evaluate_episodes(trainer.agent, trainer.eval_env, 1, seed=0).lengths.tolist() == [30]
+
+
+def test_offline_eval_env_without_a_recorded_spec_is_the_registered_one(tmp_path, expert_data):
+    s = train_offline(_settings(tmp_path, steps=5, eval_every=5, eval_episodes=1), dataset=expert_data)
+    assert (
+        s["eval_env"]["id"] == ENV and s["eval_env"]["max_episode_steps"] == gym.spec(ENV).max_episode_steps
+    )
+    assert s["eval_env"]["source"].startswith("gymnasium registry")
 
 
 def test_bc_act_and_checkpoint_roundtrip(expert_data):

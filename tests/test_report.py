@@ -97,7 +97,7 @@ def test_summary_schema(report):
     assert set(s["sample_efficiency"]["4000"]["strong"]) == {"point", "lo", "hi", "n"}
     assert s["sample_efficiency"]["4000"]["strong"]["n"] == 6
     compute = s["compute"]["weak"]["Hopper"]
-    assert set(compute) == {"env_steps_per_s", "grad_steps_per_s", "wall_s", "peak_rss_mb"}
+    assert set(compute) == {"precision", "env_steps_per_s", "grad_steps_per_s", "wall_s", "peak_rss_mb"}
     assert compute["wall_s"] == pytest.approx(11.0) and compute["peak_rss_mb"] == 502.0
     assert s["normalisation"]["Hopper"] == {"random": 0.0, "expert": 3000.0, "source": "reference"}
     assert s["normalisation"]["Walker"]["source"] == "observed"

@@ -52,7 +52,10 @@ def test_suites_expand_and_incompatible_pairs_are_skipped_with_a_reason():
         (_with(tasks=[{"env": "Pendulum-v1", "eval_evry": 5}]), r"tasks\[0\].*'eval_evry'.*eval_every"),
         (_with(steps="many"), r"steps must be int"),
         (_with(seeds=0), r"seeds must be >= 1"),
-        (_with(tasks=[{"env": "Pendulum-v1", "seeds": [0, "1"]}]), r"tasks\[0\].seeds must be a positive"),
+        (
+            _with(tasks=[{"env": "Pendulum-v1", "seeds": [0, "1"]}]),
+            r"tasks\[0\].seeds\[1\] must be an integer",
+        ),
         (_with(methods={"x": {"algo": "sacc"}}), r"methods.x.algo.*Did you mean: sac"),
         (
             _with(methods={"sac": {"set": {"learning_rat": 1}}}),
@@ -99,3 +102,39 @@ def test_eval_deterministic_key_reaches_the_runs_and_their_ids():
     assert sampled.run_id == per_task.run_id != plain.run_id
     with pytest.raises(SpecError, match="eval_deterministic must be bool"):
         parse_spec(base | {"eval_deterministic": "no"})
+
+
+@pytest.mark.parametrize(
+    "seeds, match",
+    [
+        ([0, -1], r"Spec field seeds\[1\] must be a seed in 0\.\.4294967295, got -1"),
+        ([0, 2**32], r"seeds\[1\] must be a seed in 0\.\.4294967295"),
+        ([0, 1.5], r"seeds\[1\] must be an integer seed, got float 1.5"),
+        ([True], r"seeds\[0\] must be an integer seed, got bool"),
+        ([3, 1, 3], r"seeds\[2\] repeats seed 3"),
+        ([], r"seeds must be a positive integer or a non-empty list"),
+        (-2, r"seeds must be >= 1 \(a number of seeds"),
+        (0, r"seeds must be >= 1"),
+        (True, r"seeds must be a positive integer or a non-empty list"),
+    ],
+)
+def test_bad_seeds_are_refused_at_load_naming_the_field(seeds, match):
+    with pytest.raises(SpecError, match=match):
+        parse_spec(_with(seeds=seeds))
+    with pytest.raises(SpecError, match=match.replace("Spec field seeds", r"Spec field tasks\[0\]\.seeds")):
+        parse_spec(_with(tasks=[{"env": "Pendulum-v1", "seeds": seeds}]))
+    assert [r.seed for r in parse_spec(_with(seeds=[9, 0, 4])).runs if r.method == "ppo"] == [9, 0, 4]
+
+
+def test_a_spec_without_runs_is_refused_with_the_reasons():
+    with pytest.raises(SpecError, match=r"Spec has no runs: its tasks list is empty\. Add a task"):
+        parse_spec(_with(tasks=[]))
+    # every method skipped on every task: each skip reason is given
+    methods = {"dqn": {}, "bc": {}}
+    with pytest.raises(SpecError, match="every method was skipped on every task") as e:
+        parse_spec({"methods": methods, "tasks": ["Pendulum-v1", "MountainCarContinuous-v0"]})
+    message = str(e.value)
+    assert "dqn (dqn) cannot act in Pendulum-v1 (Box actions)" in message
+    assert "dqn (dqn) cannot act in MountainCarContinuous-v0" in message
+    assert "bc (bc) learns from a dataset, and Pendulum-v1 is an environment" in message
+    assert "finished runs" not in message

@@ -204,3 +204,28 @@ def test_bad_scores_raise_clear_errors(bad, match):
 def test_single_run_gives_a_degenerate_interval():
     point, lo, hi = stats.stratified_bootstrap_ci(np.array([[0.4, 0.6]]), stats.iqm, reps=1000)
     assert lo == hi == point == pytest.approx(0.5)
+
+
+# rliable's aggregates map one (runs, tasks) matrix to a scalar; np.mean is one. Its CI must be the one
+# of stats.mean (the same resamples: equal run counts make the two means equal up to rounding) and agree
+# with rliable's within the Monte-Carlo tolerance of test_bootstrap_ci_matches_rliable.
+def test_rliable_form_aggregates_are_accepted():
+    scores = np.random.default_rng(11).uniform(size=(5, 3))
+    ours = stats.stratified_bootstrap_ci(scores, np.mean, reps=50_000, seed=1)
+    assert ours == pytest.approx(stats.stratified_bootstrap_ci(scores, stats.mean, reps=50_000, seed=1))
+    np.random.seed(1)
+    points, cis = rly.get_interval_estimates({"a": scores}, np.mean, reps=10_000)
+    assert abs(ours[0] - points["a"]) < 1e-12
+    assert abs(ours[1] - cis["a"][0, 0]) < 0.02 and abs(ours[2] - cis["a"][1, 0]) < 0.02
+    # a one-element array, as in rliable's own examples (lambda s: np.array([metric(s)])), works too
+    wrapped = stats.stratified_bootstrap_ci(scores, lambda s: np.array([np.median(s)]), reps=2_000, seed=4)
+    assert wrapped == stats.stratified_bootstrap_ci(scores, np.median, reps=2_000, seed=4)
+    assert wrapped[0] == np.median(scores)
+
+
+def test_custom_aggregates_of_neither_form_are_refused_with_the_contract():
+    scores = np.random.default_rng(18).uniform(size=(5, 3))
+    with pytest.raises(ValueError, match=r"\(reps, runs, tasks\) array to \(reps,\).*shape \(9, 3\)"):
+        stats.stratified_bootstrap_ci(scores, lambda x: x.mean(axis=-2), reps=10)  # per-task means
+    with pytest.raises(ValueError, match=r"\(runs, tasks\) score matrix to a scalar.*ZeroDivisionError"):
+        stats.stratified_bootstrap_ci(scores, lambda x: 1 / 0, reps=10)

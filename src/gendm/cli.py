@@ -4,16 +4,21 @@ shows its default."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from gendm.core.errors import GendmError
+from gendm.core.errors import ConfigError, GendmError
 
 EPILOG_TRAIN = "Algorithm options: `gendm train ALGO --help` lists ALGO's config fields for --set."
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # a help text that already says its default (a computed one) gets no second "(default: None)"
+        if action.help and "(default:" in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _algo_help(argv: list[str]) -> str:
@@ -177,13 +182,57 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _check_out_dir(out: Path, kind: str) -> None:
+    """Refuse an --out that cannot be a writable directory: a file, a file above it, no permission."""
+    for path in (out, *out.parents):
+        if not path.exists():
+            continue
+        if not path.is_dir():
+            what = "is a file" if path == out else f"cannot be created: {path} is a file"
+            raise ConfigError(
+                f"--out {out} {what}, not a {kind} directory. Choose another --out (a directory that does "
+                "not exist yet is created)."
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {out}: {path} is not writable. Choose another --out.")
+        return
+
+
+def _check_train_numbers(args: argparse.Namespace) -> None:
+    """Flags that would fail deep inside a run (the loop itself checks steps and evaluation)."""
+    from gendm.bench.spec import MAX_SEED
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be in 0..{MAX_SEED} (seeds every random source), got {args.seed}.")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}; leave it unset for torch's choice.")
+
+
+def _run_train(settings) -> dict:
+    """``train(settings)``; an unreadable checkpoint in --out says how to start the run over."""
+    from gendm.core.checkpoint import CorruptCheckpointError
+    from gendm.train import train
+
+    try:
+        return train(settings)
+    except CorruptCheckpointError as e:
+        if not settings.resume:
+            raise
+        raise e.with_hint(
+            f"Rerun with --no-resume to start this run over in {settings.out_dir} (the checkpoint is "
+            "replaced), or choose a new --out."
+        ) from None
+
+
 def _train(args: argparse.Namespace) -> int:
     from gendm.core.config import parse_assignments
-    from gendm.train import TrainSettings, train
+    from gendm.train import TrainSettings
 
     source = args.env or args.dataset or "no-env"
     out = args.out or Path("runs") / f"{args.algo}-{source.strip('/').replace('/', '_')}-s{args.seed}"
-    summary = train(
+    _check_out_dir(out, "run")
+    _check_train_numbers(args)
+    summary = _run_train(
         TrainSettings(
             args.algo,
             args.env,
@@ -216,6 +265,7 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"final return (last checkpoint): {summary['final_return']:.2f} ± {summary['final_return_std']:.2f} "
         f"{spent}, {summary['wall_s']:.1f} s{extra}"
+        + (f", precision {summary['precision']}" if summary.get("precision") else "")
     )
     for warning in summary.get("warnings") or []:
         print(f"warning: {warning}")
@@ -228,6 +278,7 @@ def _bench(args: argparse.Namespace) -> int:
     from gendm.bench.runner import run_bench
     from gendm.bench.spec import load_spec
 
+    _check_out_dir(args.out, "benchmark")
     spec = load_spec(args.spec)
     for reason in spec.skipped:
         print(f"skipped: {reason}")
@@ -346,7 +397,14 @@ def _add_data_parser(sub) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from gendm.data.dataset import list_datasets, load_dataset, read_metadata, save_dataset
+    from gendm.data.dataset import (
+        empty_root_message,
+        list_datasets,
+        load_dataset,
+        metadata_env_id,
+        read_metadata,
+        save_dataset,
+    )
 
     if args.data_command == "collect":
         from gendm.data.collect import collect
@@ -375,13 +433,13 @@ def _data(args: argparse.Namespace) -> int:
     else:
         ids = list_datasets(args.root)
         if not ids:
-            print("no datasets; create one with `gendm data collect`")
+            print(f"No datasets: {empty_root_message(args.root)}")
         for dataset_id in ids:
             try:
                 m = read_metadata(dataset_id, args.root)
                 policy = m.get("provenance", {}).get("policy") or m.get("algorithm_name", "-")
                 print(
-                    f"{dataset_id:<40} {m.get('env_id', '-'):<26} {m.get('total_steps', '?'):>9} steps "
+                    f"{dataset_id:<40} {metadata_env_id(m) or '-':<26} {m.get('total_steps', '?'):>9} steps "
                     f"{m.get('total_episodes', '?'):>7} episodes  {policy}"
                 )
             except GendmError as e:

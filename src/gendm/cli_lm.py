@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gendm.core.atomic import atomic_write_json
+from gendm.lm.guard import BackendOptions
 
 
 def add_parsers(sub: Any, formatter: type) -> None:
@@ -45,6 +46,29 @@ def add_parsers(sub: Any, formatter: type) -> None:
         "--proposal", choices=["logprobs", "sample"], default="logprobs", help="react+q: proposals"
     )
     a.add_argument("--q-episodes", type=int, default=40, help="react+q: scripted BabyAI episodes for the Q")
+    limit = BackendOptions()
+    lm = "openai: backend only: "
+    a.add_argument(
+        "--timeout-s", type=float, default=limit.timeout_s, help=lm + "socket timeout of one attempt"
+    )
+    a.add_argument(
+        "--max-retries", type=int, default=limit.max_retries, help=lm + "retries of a failed request"
+    )
+    a.add_argument(
+        "--deadline-s", type=float, default=limit.deadline_s, help=lm + "total time of one request"
+    )
+    a.add_argument(
+        "--max-failure-rate",
+        type=float,
+        default=limit.max_failure_rate,
+        help="the run fails once more than this fraction of model calls failed",
+    )
+    a.add_argument(
+        "--failure-min-calls",
+        type=int,
+        default=limit.failure_min_calls,
+        help="model calls made before --max-failure-rate is checked",
+    )
     a.add_argument("--out", type=Path, default=None, help="output directory (default: runs/agent-AGENT-ENV)")
 
     f = sub.add_parser(
@@ -81,6 +105,8 @@ def agent(args: argparse.Namespace) -> int:
     from gendm.language_agents.play import play
 
     config = LanguageAgentConfig(chat=args.chat, history=args.history, max_new_tokens=args.max_new_tokens)
+    limits = ("timeout_s", "max_retries", "deadline_s", "max_failure_rate", "failure_min_calls")
+    options = BackendOptions(**{k: getattr(args, k) for k in limits})
     stats, q_info = play(
         args.agent,
         args.env,
@@ -94,6 +120,7 @@ def agent(args: argparse.Namespace) -> int:
         num_candidates=args.num_candidates,
         proposal=args.proposal,
         q_episodes=args.q_episodes,
+        options=options,
     )
     if q_info is not None:
         print(
@@ -103,6 +130,7 @@ def agent(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"agent-{args.agent}-{Path(args.env).stem.replace('/', '_')}"
     out.mkdir(parents=True, exist_ok=True)
     summary = {"agent": args.agent, "env": args.env, "backend": args.backend, **stats, "q_model": q_info}
+    summary["backend_options"] = {k: getattr(options, k) for k in limits}
     atomic_write_json(out / "summary.json", summary)
     print(
         f"{args.agent} on {args.env}: success {stats['success_rate']:.2f} over {stats['episodes']} episodes, "

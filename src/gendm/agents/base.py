@@ -21,6 +21,7 @@ import torch
 
 from gendm.core.config import check
 from gendm.core.errors import ConfigError
+from gendm.core.precision import PRECISIONS, resolve_precision
 from gendm.core.registry import Registry
 from gendm.nn import Normalizer
 from gendm.nn.optim import FusedAdam
@@ -42,17 +43,17 @@ class BaseConfig:
     compile: bool = False
     """Wrap the update step in torch.compile (a cold compile costs ~25 s on CPU)."""
     precision: str = "fp32"
-    """Update matmul precision: fp32, or bf16 (hidden layers in bfloat16 via autocast, or
-    ``gendm.nn.fused`` for SAC; output heads, losses and Adam stay fp32; 1.2-1.5x faster updates on
-    CPUs with AVX512-BF16, see BENCHMARKS.md)."""
+    """Update matmul precision: fp32; bf16 (hidden layers in bfloat16 via autocast, or
+    ``gendm.nn.fused`` for SAC; output heads, losses and Adam stay fp32; faster only where the device
+    computes bf16 natively, see BENCHMARKS.md); or auto (bf16 where native, else fp32)."""
 
     def __post_init__(self) -> None:
         check(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
         check(self.num_envs >= 1, "num_envs", f"must be >= 1, got {self.num_envs}.")
         check(
-            self.precision in ("fp32", "bf16"),
+            self.precision in PRECISIONS,
             "precision",
-            f"must be 'fp32' or 'bf16', got {self.precision!r}.",
+            f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.",
         )
 
 
@@ -91,16 +92,16 @@ class OfflineConfig:
     compile: bool = False
     """Wrap the update step in torch.compile (a cold compile costs ~25 s on CPU)."""
     precision: str = "fp32"
-    """Update matmul precision: fp32, or bf16 (autocast hidden layers to bfloat16; output heads, losses
-    and Adam stay fp32)."""
+    """Update matmul precision: fp32, bf16 (autocast hidden layers to bfloat16; output heads, losses
+    and Adam stay fp32) or auto (bf16 where the device computes it natively, else fp32)."""
 
     def __post_init__(self) -> None:
         check(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}.")
         check(
-            self.precision in ("fp32", "bf16"),
+            self.precision in PRECISIONS,
             "precision",
-            f"must be 'fp32' or 'bf16', got {self.precision!r}.",
+            f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.",
         )
 
 
@@ -122,6 +123,8 @@ class Agent:
         self.parts: dict[str, Any] = {}
         self.num_updates = 0
         self.env_steps = 0  # kept current by the training loop (epsilon and learning-rate schedules)
+        # the precision updates run in: config.precision with "auto" resolved for this device
+        self.precision = resolve_precision(getattr(config, "precision", "fp32"), self.device)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         raise NotImplementedError
@@ -152,8 +155,8 @@ class Agent:
         self.num_updates, self.env_steps = int(state["num_updates"]), int(state["env_steps"])
 
     def autocast(self) -> torch.autocast:
-        """Context for the forward part of an update: bf16 autocast when config.precision == 'bf16'."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+        """Context for the forward part of an update: bf16 autocast when ``self.precision`` is bf16."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def adam(self, params, lr: float, **kwargs) -> torch.optim.Adam:
         """Adam with the fused kernel where torch has one (CPU and CUDA): ~30% faster steps here,

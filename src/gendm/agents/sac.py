@@ -223,7 +223,7 @@ class SAC(Agent):
         """
         c = self.config
         n, obs_dim = batch.obs.shape
-        dtype = torch.bfloat16 if c.precision == "bf16" else torch.float32
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         actions = (batch.actions - self.action_bias) / self.action_scale
         actor_copies = cast_params(self._actor_params, dtype)
         actor_obs = torch.cat([batch.next_obs, batch.obs]) if update_actor else batch.next_obs

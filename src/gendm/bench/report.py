@@ -48,6 +48,8 @@ class RunRecord:
     error: str | None = None
     train_s: float | None = None
     """Training time without evaluation and checkpoints; throughput uses it when known."""
+    precision: str | None = None
+    """The update precision the run resolved to (``auto`` -> fp32 or bf16 for its device)."""
 
 
 # ------------------------------------------------------------------------------------------- formatting
@@ -585,7 +587,8 @@ def _section_compute(ctx: _Ctx) -> None:
     doc.para(
         "Per completed run: mean ± sample std over seeds; peak RSS is the maximum over seeds. Steps per "
         "second divide by training time (evaluation and checkpoints excluded) when recorded, else by "
-        "wall-clock."
+        "wall-clock. Precision is what each run's update precision resolved to on its device "
+        "(`auto`: bf16 only where the device computes it natively)."
     )
     rows = []
     for method, per_task in ctx.grouped.items():
@@ -597,7 +600,9 @@ def _section_compute(ctx: _Ctx) -> None:
             walls = [float(r.wall_s) for r in runs]
             rss = [float(r.peak_rss_mb) for r in runs if r.peak_rss_mb is not None]
             peak = max(rss) if rss else None
+            precision = ", ".join(sorted({r.precision for r in runs if r.precision})) or "n/a"
             ctx.summary["compute"][method][task] = {
+                "precision": precision,
                 "env_steps_per_s": _mean_std(env_rate)[0],
                 "grad_steps_per_s": _mean_std(grad_rate)[0],
                 "wall_s": _mean_std(walls)[0],
@@ -608,13 +613,17 @@ def _section_compute(ctx: _Ctx) -> None:
                     method,
                     task,
                     str(len(runs)),
+                    precision,
                     _fmt_mean_std(env_rate),
                     _fmt_mean_std(grad_rate),
                     _fmt_mean_std(walls),
                     _fmt(peak, 4),
                 ]
             )
-    doc.table(["Method", "Task", "Runs", "Env steps/s", "Grad steps/s", "Wall-clock s", "Peak RSS MB"], rows)
+    doc.table(
+        ["Method", "Task", "Runs", "Precision", "Env steps/s", "Grad steps/s", "Wall-clock s", "Peak RSS MB"],
+        rows,
+    )
 
 
 def _section_failed(doc: _Doc, failed: list[tuple[RunRecord, str]]) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 
 from gendm.bench.report import build_report
 from gendm.bench.runner import RESULTS_DB
+from gendm.bench.spec import no_runs_reason
 from gendm.bench.store import Store
-from gendm.core.errors import GendmError
+from gendm.core.errors import ConfigError, GendmError
 from gendm.envs.references import reference
 
 
@@ -36,9 +37,19 @@ def task_reference(task: str) -> tuple[float, float] | None:
 def write_report(out_dir: str | Path, reps: int = 50_000) -> dict[str, Any]:
     """(Re)build the reports of ``out_dir`` from its store; return the summary dict."""
     out_dir = Path(out_dir)
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ConfigError(
+            f"reps (--reps) must be a positive number of bootstrap replicates, got {reps!r}; the default "
+            "is 50000 (use fewer, e.g. 2000, for a quick look)."
+        )
     if not (out_dir / RESULTS_DB).is_file():
         raise GendmError(f"{out_dir} has no {RESULTS_DB}: run `gendm bench SPEC --out {out_dir}` first.")
-    meta = json.loads((out_dir / "spec.json").read_text()) if (out_dir / "spec.json").is_file() else {}
+    meta = _read_spec_json(out_dir)
+    if meta.get("run_ids") == []:
+        raise GendmError(
+            f"The spec of {out_dir} ({meta.get('source') or meta.get('name')}) "
+            + no_runs_reason(meta.get("skipped") or [])
+        )
     store = Store(out_dir / RESULTS_DB)
     try:
         records = store.records(meta.get("run_ids"))
@@ -58,3 +69,20 @@ def write_report(out_dir: str | Path, reps: int = 50_000) -> dict[str, Any]:
     if meta.get("skipped"):
         summary["skipped"] = meta["skipped"]
     return summary
+
+
+def _read_spec_json(out_dir: Path) -> dict[str, Any]:
+    """The ``spec.json`` that `gendm bench` writes (which runs belong to the spec); {} if absent."""
+    path = out_dir / "spec.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GendmError(
+            f"{path} is not valid JSON ({e}): rerun `gendm bench SPEC --out {out_dir}`, which rewrites it "
+            "(finished runs are kept)."
+        ) from None
+    if not isinstance(meta, dict):
+        raise GendmError(f"{path} is no spec record: rerun `gendm bench SPEC --out {out_dir}` to rewrite it.")
+    return meta

@@ -23,10 +23,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from gendm.bench.spec import BenchSpec, RunSpec
+from gendm.bench.spec import BenchSpec, RunSpec, no_runs_reason
 from gendm.bench.store import Store
 from gendm.core.atomic import atomic_write_json, atomic_write_text
-from gendm.core.errors import ConfigError
+from gendm.core.errors import ConfigError, SpecError
 
 RESULTS_DB = "results.sqlite"
 
@@ -47,9 +47,12 @@ def run_bench(
 ) -> dict[str, Any]:
     """Execute every run of ``spec`` not yet done; return the report summary (or the store counts)."""
     out_dir = Path(out_dir)
+    if not spec.runs:
+        raise SpecError(f"Spec {spec.source or spec.name} {no_runs_reason(spec.skipped)}")
+    for flag, value in (("--workers", workers), ("--threads-per-worker", threads_per_worker)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}; leave it unset for the default.")
     workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}.")
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     store = Store(out_dir / RESULTS_DB)
     store.add_runs(spec.runs)

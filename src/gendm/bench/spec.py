@@ -26,6 +26,7 @@ into runs. Every mistake is reported with the path of the offending field (``tas
     [methods.react]                # a language agent (react, stateact, react+q) over a model backend:
     backend = "openai:http://127.0.0.1:8000/v1#my-model"   # or "hf:/path/to/model-dir"
     set = { history = 2, chat = true }     # gendm.train.language.AgentRunConfig fields
+    backend_options = { timeout_s = 10, max_retries = 1 }  # gendm.lm.BackendOptions (not in the run id)
                                    # plays eval_episodes episodes per seed on text environments:
     [[tasks]]                      # MiniGrid / BabyAI levels or TextWorld game files
     env = "BabyAI-GoToRedBallNoDists-v0"
@@ -67,7 +68,14 @@ TOP_KEYS = {
     "methods": dict,
     "tasks": list,
 }
-METHOD_KEYS = {"algo": str, "set": dict, "description": str, "intrinsic": (str, dict), "backend": str}
+METHOD_KEYS = {
+    "algo": str,
+    "set": dict,
+    "description": str,
+    "intrinsic": (str, dict),
+    "backend": str,
+    "backend_options": dict,
+}
 TASK_KEYS = {
     "env": str,
     "suite": str,
@@ -101,13 +109,18 @@ class RunSpec:
     """False: evaluation samples the policy's actions (``gendm.train.evaluate``)."""
     backend: str | None = None
     """A language method's model (``gendm.lm.make_backend`` spec); None for the tiny LOOP model."""
+    backend_options: dict[str, Any] | None = None
+    """A language agent's ``gendm.lm.BackendOptions`` (timeouts, retries, failure threshold)."""
 
     @property
     def run_id(self) -> str:
         # fields added later enter the identity only when not at their default, so older ids never change
         later = {"intrinsic": None, "eval_deterministic": True, "backend": None}
+        # backend_options say how to talk to the server, not what is measured: never part of the identity
         key = {
-            k: v for k, v in asdict(self).items() if k != "overrides" and not (k in later and v == later[k])
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("overrides", "backend_options") and not (k in later and v == later[k])
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -181,14 +194,39 @@ def _positive(value: int, where: str) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (``seed_everything``) takes 0 .. 2**32 - 1
+
+
 def _seeds(value: Any, where: str) -> list[int]:
-    """``3`` -> ``[0, 1, 2]``; a list of integers as given."""
+    """``3`` -> ``[0, 1, 2]``; a list of distinct integers in 0..MAX_SEED as given."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return list(range(_positive(value, where)))
-    if not value or not isinstance(value, list) or not all(type(s) is int for s in value):
+        if value < 1:
+            raise SpecError(
+                f"Spec field {where} must be >= 1 (a number of seeds: 3 -> seeds 0, 1, 2), got {value}; "
+                "or give a list of seeds such as [0, 7, 9]."
+            )
+        return list(range(value))
+    if not value or not isinstance(value, list):
         raise SpecError(
-            f"Spec field {where} must be a positive integer or a list of integers, got {value!r}."
+            f"Spec field {where} must be a positive integer or a non-empty list of integers, got {value!r}."
         )
+    seen: set[int] = set()
+    for i, s in enumerate(value):
+        if type(s) is not int:
+            raise SpecError(
+                f"Spec field {where}[{i}] must be an integer seed, got {type(s).__name__} {s!r} "
+                f"(in {where} = {value!r})."
+            )
+        if not 0 <= s <= MAX_SEED:
+            raise SpecError(
+                f"Spec field {where}[{i}] must be a seed in 0..{MAX_SEED}, got {s} (in {where} = {value!r})."
+            )
+        if s in seen:
+            raise SpecError(
+                f"Spec field {where}[{i}] repeats seed {s} (in {where} = {value!r}): a repeated seed would "
+                "run the same runs twice; list each seed once."
+            )
+        seen.add(s)
     return value
 
 
@@ -270,9 +308,12 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
                         **budget,
                         intrinsic=method.intrinsic,
                         backend=method.backend,
+                        backend_options=method.backend_options,
                     )
                     for seed in task_seeds
                 ]
+    if not runs:
+        raise SpecError(f"Spec {no_runs_reason(skipped)}")
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise SpecError(
@@ -284,6 +325,19 @@ def parse_spec(data: dict[str, Any]) -> BenchSpec:
 TASK_KINDS = ("env", "suite", "dataset", "text_task")
 
 
+def no_runs_reason(skipped: list[str]) -> str:
+    """Why a spec expands to no runs, from its skip reasons (none: it lists no tasks)."""
+    if not skipped:
+        return (
+            'has no runs: its tasks list is empty. Add a task, e.g. [[tasks]] with env = "Pendulum-v1" '
+            "(or suite, dataset or text_task)."
+        )
+    return (
+        f"has no runs: every method was skipped on every task ({'; '.join(skipped)}). Add a task that "
+        "these methods can run on, or a method that fits the tasks (`gendm list algos`)."
+    )
+
+
 @dataclass(frozen=True)
 class _Method:
     algo: str
@@ -293,10 +347,11 @@ class _Method:
     config: dict[str, Any]
     intrinsic: dict[str, Any] | None = None
     backend: str | None = None
+    backend_options: dict[str, Any] | None = None
 
 
 def _parse_method(name: str, table: dict[str, Any], where: str) -> _Method:
-    from gendm.train.language import AGENT_METHODS, LANGUAGE_METHODS, language_config
+    from gendm.train.language import AGENT_METHODS, LANGUAGE_METHODS, language_config, parse_backend_options
 
     algo = table.get("algo", name)
     overrides = table.get("set", {})
@@ -316,7 +371,18 @@ def _parse_method(name: str, table: dict[str, Any], where: str) -> _Method:
             config = to_dict(language_config(algo, overrides, backend))
         except GendmError as e:
             raise SpecError(f"Spec field {where}set: {e}") from None
-        return _Method(algo, family, overrides, config, backend=backend)
+        options = table.get("backend_options")
+        if options is not None:
+            if family != "agent":
+                raise SpecError(
+                    f"Spec field {where}backend_options: {algo} loads its model itself; only language "
+                    f"agents ({', '.join(AGENT_METHODS)}) take backend options."
+                )
+            try:
+                options = to_dict(parse_backend_options(options, backend))
+            except GendmError as e:
+                raise SpecError(f"Spec field {where}backend_options: {e}") from None
+        return _Method(algo, family, overrides, config, backend=backend, backend_options=options)
     if algo not in ALGOS:
         names = [*ALGOS, *LANGUAGE_METHODS]
         raise SpecError(
@@ -326,6 +392,8 @@ def _parse_method(name: str, table: dict[str, Any], where: str) -> _Method:
     spec = ALGOS.get(algo)
     if backend is not None:
         raise SpecError(f"Spec field {where}backend: {algo} is no language method; drop the backend.")
+    if "backend_options" in table:
+        raise SpecError(f"Spec field {where}backend_options: {algo} is no language agent; drop them.")
     try:
         config = to_dict(apply_overrides(spec.config_cls(), overrides))
     except GendmError as e:

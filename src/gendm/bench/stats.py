@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gendm.core.errors import ConfigError
+
 Scores = np.ndarray | Sequence[np.ndarray]
 Interval = tuple[float, float, float]
 METRIC_NAMES = ("IQM", "Mean", "Median", "Optimality Gap")
@@ -46,7 +48,7 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
     if bad.any():
         n_nan = int(np.isnan(arr).sum())
         first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
+        raise ConfigError(
             f"{name} contains {n_nan} NaN and {int(bad.sum()) - n_nan} Inf value(s) (shape {arr.shape}, "
             f"first at index {first}); scores must be finite: fix or remove the runs that produced them."
         )
@@ -57,21 +59,21 @@ def _padded(scores: Scores, name: str = "scores") -> _Padded:
     if not isinstance(scores, list | tuple):
         arr = np.asarray(scores, dtype=float)
         if arr.ndim != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} must be a 2-D array of shape (num_runs, num_tasks), got ndim={arr.ndim} with shape "
                 f"{arr.shape}; for a single task use scores[:, None], for unequal run counts pass a list "
                 "of per-task 1-D arrays."
             )
         if arr.size == 0:
-            raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one run and one task.")
+            raise ConfigError(f"{name} is empty (shape {arr.shape}); it needs at least one run and one task.")
         _check_finite(arr, name)
         return _Padded(arr, np.full(arr.shape[1], arr.shape[0]))
     if len(scores) == 0:
-        raise ValueError(f"{name} is an empty list; pass one 1-D array of run scores per task.")
+        raise ConfigError(f"{name} is an empty list; pass one 1-D array of run scores per task.")
     columns = [np.asarray(c, dtype=float) for c in scores]
     for j, col in enumerate(columns):
         if col.ndim != 1 or col.size == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{name}[{j}] must be a non-empty 1-D array of the runs of task {j}, got shape {col.shape}."
             )
         _check_finite(col, f"{name}[{j}]")
@@ -86,7 +88,7 @@ def _batch(scores: Scores | np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """Returns (x of shape (reps, runs, tasks), run counts, whether the input had a replicate axis)."""
     if isinstance(scores, np.ndarray) and scores.ndim == 3:
         if scores.size == 0:
-            raise ValueError(f"scores is empty (shape {scores.shape}).")
+            raise ConfigError(f"scores is empty (shape {scores.shape}).")
         x = scores.astype(float, copy=False)
         _check_finite(x, "scores")
         return x, np.full(x.shape[2], x.shape[1]), True
@@ -96,9 +98,9 @@ def _batch(scores: Scores | np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
 
 def _check_bootstrap_args(reps: int, confidence: float) -> None:
     if int(reps) != reps or reps < 1:
-        raise ValueError(f"reps must be a positive integer, got {reps!r}.")
+        raise ConfigError(f"reps must be a positive integer, got {reps!r}.")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}; e.g. 0.95 for 95% intervals.")
+        raise ConfigError(f"confidence must lie in (0, 1), got {confidence!r}; e.g. 0.95 for 95% intervals.")
 
 
 # ------------------------------------------------------------------------------------------- kernels
@@ -209,11 +211,56 @@ def _kernel_for(aggregate: Callable, padded: _Padded) -> Callable:
     if isinstance(aggregate, functools.partial) and aggregate.func in _KERNELS and not aggregate.args:
         return functools.partial(_KERNELS[aggregate.func], **aggregate.keywords)
     if padded.ragged:
-        raise ValueError(
+        raise ConfigError(
             "custom aggregates need equal run counts per task (got runs per task "
             f"{padded.counts.tolist()}); use iqm/mean/median/optimality_gap or pass a full matrix."
         )
-    return lambda x, counts: np.asarray(aggregate(x))
+    return _custom_kernel(aggregate, padded.values)
+
+
+def _custom_kernel(aggregate: Callable, values: np.ndarray) -> Callable:
+    """A kernel for a user's aggregate in either form, told apart by what it returns.
+
+    Batched: ``(reps, runs, tasks) -> (reps,)``. rliable's form: ``(runs, tasks) -> scalar`` (as
+    ``rliable.library.get_interval_estimates`` calls it, e.g. ``np.mean``), applied to each replicate.
+    The probe batch has more replicates than runs or tasks, so only a function that keeps the replicate
+    axis can return one value per replicate.
+    """
+    name = getattr(aggregate, "__name__", repr(aggregate))
+    k = sum(values.shape) + 1
+    probe = np.repeat(values[None], k, axis=0)  # copies: the user's function may work in place
+    try:
+        batched = np.shape(aggregate(probe))
+    except Exception as e:  # a function written for one (runs, tasks) matrix may refuse a 3-D array
+        batched = f"an error ({type(e).__name__}: {e})"
+    if batched == (k,):
+        return lambda x, counts: _checked(aggregate(x), x.shape[0], name)
+    try:
+        single = np.shape(aggregate(values.copy()))
+    except Exception as e:
+        single = f"an error ({type(e).__name__}: {e})"
+    if single in ((), (1,)):
+        return lambda x, counts: np.array([np.asarray(aggregate(m), dtype=float).item() for m in x])
+    shape = values.shape
+    raise ConfigError(
+        f"the custom aggregate {name} must map a (reps, runs, tasks) array to (reps,) values, one per "
+        "bootstrap replicate, or a (runs, tasks) score matrix to a scalar (rliable's form, e.g. np.mean); "
+        f"on a {(k, *shape)} array it gave {_said(batched)}, on the {shape} matrix {_said(single)}."
+    )
+
+
+def _said(result: tuple | str) -> str:
+    return result if isinstance(result, str) else f"shape {result}"
+
+
+def _checked(out: np.ndarray, reps: int, name: str) -> np.ndarray:
+    out = np.asarray(out, dtype=float)
+    if out.shape != (reps,):
+        raise ConfigError(
+            f"the custom aggregate {name} must map a (reps, runs, tasks) array to (reps,) values; "
+            f"for {reps} replicates it returned shape {out.shape}."
+        )
+    return out
 
 
 # ------------------------------------------------------------------------------------------- bootstrap
@@ -274,7 +321,8 @@ def stratified_bootstrap_ci(
     Every replicate resamples runs with replacement independently within each task, as rliable's
     ``StratifiedBootstrap``. ``aggregate`` is one of :func:`iqm`, :func:`mean`, :func:`median`,
     :func:`optimality_gap` (or a ``functools.partial`` of it), or any function mapping a
-    (reps, runs, tasks) array to one value per replicate. Returns ``(point, lo, hi)``.
+    (reps, runs, tasks) array to one value per replicate, or, as rliable's aggregates, a (runs, tasks)
+    matrix to a scalar (``np.mean``; applied to each replicate, so slower). Returns ``(point, lo, hi)``.
     """
     p = _padded(scores)
     return _bootstrap(p, [_kernel_for(aggregate, p)], reps, confidence, seed)[0]
@@ -312,7 +360,7 @@ def aggregate_intervals(
 def _poi_inputs(x: Scores, y: Scores) -> tuple[_Padded, _Padded]:
     px, py = _padded(x, "x"), _padded(y, "y")
     if px.counts.size != py.counts.size:
-        raise ValueError(
+        raise ConfigError(
             f"x and y must cover the same tasks in the same order: x has {px.counts.size} task(s) "
             f"(shape {px.values.shape}), y has {py.counts.size} (shape {py.values.shape})."
         )
@@ -361,7 +409,7 @@ def performance_profile(
     """
     taus_arr = np.asarray(taus, dtype=float)
     if taus_arr.ndim != 1 or taus_arr.size == 0:
-        raise ValueError(f"taus must be a non-empty 1-D array of thresholds, got shape {taus_arr.shape}.")
+        raise ConfigError(f"taus must be a non-empty 1-D array of thresholds, got shape {taus_arr.shape}.")
     _check_finite(taus_arr, "taus")
     kernel = functools.partial(_k_profile, taus=taus_arr)
     out = {}
@@ -376,9 +424,9 @@ def performance_profile(
 def normalise(returns: float | np.ndarray, random_ref: float, expert_ref: float) -> float | np.ndarray:
     """(returns - random) / (expert - random): 0 is the random policy, 1 the expert reference."""
     if not (np.isfinite(random_ref) and np.isfinite(expert_ref)):
-        raise ValueError(f"references must be finite, got random={random_ref!r}, expert={expert_ref!r}.")
+        raise ConfigError(f"references must be finite, got random={random_ref!r}, expert={expert_ref!r}.")
     if expert_ref == random_ref:
-        raise ValueError(
+        raise ConfigError(
             f"expert and random references are equal ({expert_ref!r}), so scores cannot be normalised; "
             "check the reference returns for this task."
         )

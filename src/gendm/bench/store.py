@@ -4,16 +4,18 @@ driver or worker never corrupts it and never loses a run already recorded as don
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gendm.bench.report import RunRecord
 from gendm.bench.spec import RunSpec
+from gendm.core.errors import GendmError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -22,25 +24,73 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL DEFAULT 'pending', error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
     started_at REAL, finished_at REAL, wall_s REAL, train_s REAL, env_steps INTEGER, grad_steps INTEGER,
     final_return REAL, env_steps_per_s REAL, grad_steps_per_s REAL, peak_rss_mb REAL,
-    versions_json TEXT, git_commit TEXT, host TEXT, worker TEXT
+    versions_json TEXT, git_commit TEXT, host TEXT, worker TEXT, precision TEXT
 );
 CREATE TABLE IF NOT EXISTS curves (
     run_id TEXT NOT NULL REFERENCES runs(run_id), env_steps INTEGER NOT NULL, return_mean REAL NOT NULL,
     return_std REAL, wall_s REAL, PRIMARY KEY (run_id, env_steps)
 );
 """
+ADDED_COLUMNS = (("precision", "TEXT"),)
 STATUSES = ("pending", "running", "done", "failed")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class StoreError(GendmError):
+    """The benchmark store cannot be opened or read: corrupt, not SQLite, locked or not writable."""
+
+
+def store_error(path: Path, e: sqlite3.Error) -> StoreError:
+    """A StoreError saying what is wrong with ``path`` and how to recover."""
+    if isinstance(e, sqlite3.OperationalError):  # locked, unwritable, unopenable: the file itself is fine
+        return StoreError(
+            f"Cannot use the benchmark store {path}: {e}. Check that its directory is writable and that "
+            "no other `gendm bench` is writing to it, then rerun."
+        )
+    return StoreError(
+        f"The benchmark store {path} is corrupt or not an SQLite database ({e}). Move it aside "
+        f"(mv {path} {path}.bad) and rerun `gendm bench SPEC --out {path.parent}`: finished runs are "
+        "recovered from their runs/*/summary.json and the others run again."
+    )
+
+
+def _guarded(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise store_error(self.path, e) from e
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Store:
+    @_guarded
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file where the directory (or one above it) should be, no permission
+            raise StoreError(
+                f"Cannot create the benchmark directory {self.path.parent}: {e.strerror or e}. "
+                "Choose another --out directory."
+            ) from None
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            columns = {row["name"] for row in self.db.execute("PRAGMA table_info(runs)")}
+            for name, kind in ADDED_COLUMNS:  # stores written before the column existed
+                if name not in columns:
+                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            self.db.execute("SELECT COUNT(*) FROM runs").fetchone()
+            self.db.execute("SELECT COUNT(*) FROM curves").fetchone()
+        except sqlite3.Error:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -50,6 +100,7 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(sql, tuple(params))
 
+    @_guarded
     def add_runs(self, runs: Iterable[RunSpec]) -> None:
         """Insert runs not seen before as pending; existing rows (and their results) are kept."""
         with self.db:
@@ -60,10 +111,12 @@ class Store:
                 [(r.run_id, r.method, r.algo, r.task, r.seed, r.config_hash, r.to_json()) for r in runs],
             )
 
+    @_guarded
     def status(self, run_id: str) -> str | None:
         row = self.db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row["status"] if row else None
 
+    @_guarded
     def mark_running(self, run_id: str, worker: str) -> None:
         self._tx(
             "UPDATE runs SET status='running', attempts=attempts+1, started_at=?, worker=?, host=?, "
@@ -71,12 +124,14 @@ class Store:
             (time.time(), worker, socket.gethostname(), run_id),
         )
 
+    @_guarded
     def mark_failed(self, run_id: str, error: str) -> None:
         self._tx(
             "UPDATE runs SET status='failed', error=?, finished_at=? WHERE run_id=?",
             (error, time.time(), run_id),
         )
 
+    @_guarded
     def mark_done(self, run_id: str, summary: dict[str, Any]) -> None:
         """Record a finished run and its curve in one transaction."""
         versions = summary.get("versions", {})
@@ -86,7 +141,7 @@ class Store:
             self.db.execute(
                 "UPDATE runs SET status='done', error=?, finished_at=?, wall_s=?, train_s=?, env_steps=?, "
                 "grad_steps=?, final_return=?, env_steps_per_s=?, grad_steps_per_s=?, peak_rss_mb=?, "
-                "versions_json=?, git_commit=? WHERE run_id=?",
+                "versions_json=?, git_commit=?, precision=? WHERE run_id=?",
                 (
                     "; ".join(summary.get("warnings") or []) or None,  # a done run's error: its warnings
                     time.time(),
@@ -100,6 +155,7 @@ class Store:
                     summary.get("peak_rss_mb"),
                     json.dumps(versions),
                     versions.get("git_commit"),
+                    summary.get("precision"),  # as resolved for the run's device
                     run_id,
                 ),
             )
@@ -113,6 +169,7 @@ class Store:
                 ],
             )
 
+    @_guarded
     def rows(self, run_ids: Iterable[str] | None = None) -> list[sqlite3.Row]:
         rows = self.db.execute("SELECT * FROM runs ORDER BY method, task, seed").fetchall()
         if run_ids is None:
@@ -120,12 +177,14 @@ class Store:
         wanted = set(run_ids)
         return [r for r in rows if r["run_id"] in wanted]
 
+    @_guarded
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(STATUSES, 0)
         for row in self.db.execute("SELECT status, COUNT(*) AS n FROM runs GROUP BY status"):
             out[row["status"]] = row["n"]
         return out
 
+    @_guarded
     def records(self, run_ids: Iterable[str] | None = None) -> list[RunRecord]:
         """Runs as report records (curves included); pending/running runs are left out."""
         curves: dict[str, list[tuple[int, float]]] = {}
@@ -147,6 +206,7 @@ class Store:
                 curve=curves.get(r["run_id"], []),
                 error=r["error"],
                 train_s=r["train_s"],
+                precision=r["precision"],
             )
             for r in self.rows(run_ids)
             if r["status"] in ("done", "failed")

@@ -18,8 +18,13 @@ def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: st
     task of an offline algorithm is a dataset (evaluated in the dataset's env); ``train`` dispatches
     to the offline loop. Language methods run through ``gendm.train.language`` (LOOP resumes, agents
     replay)."""
+    from gendm.core.checkpoint import CorruptCheckpointError
+
     try:
         summary = _run(spec, run_dir, threads, device)
+    except CorruptCheckpointError as e:  # resuming cannot read the run's checkpoint: say how to redo it
+        hint = f"Delete {run_dir / 'checkpoint'} and rerun `gendm bench` to redo this run from the start."
+        summary = {"status": "failed", "error": f"{type(e).__name__}: {e.with_hint(hint)}"}
     except Exception as e:  # the run is marked failed with the reason; the bench goes on
         summary = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
     return summary | {"run_id": spec.run_id}
@@ -40,6 +45,7 @@ def _run(spec: RunSpec, run_dir: Path, threads: int | None, device: str) -> dict
             eval_episodes=spec.eval_episodes,
             overrides=spec.overrides,
             backend=spec.backend,
+            backend_options=spec.backend_options,
             out_dir=run_dir,
             device=device,
             threads=threads,

@@ -28,6 +28,25 @@ FORMAT_VERSION = 1
 WEIGHTS, META = "weights.safetensors", "meta.json"
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's files are torn, corrupt, incomplete or of another format: it cannot be read.
+
+    ``problem`` says what is wrong, ``hint`` what to do; a caller that knows a better way to start over
+    (``gendm train --no-resume``) swaps the hint with :meth:`with_hint`."""
+
+    HINT = "Delete the checkpoint directory to start over, or restore a backup."
+
+    def __init__(self, problem: str, hint: str = HINT) -> None:
+        self.problem, self.hint = problem, hint
+        super().__init__(f"{problem} {hint}")
+
+    def with_hint(self, hint: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(self.problem, hint)
+
+    def __reduce__(self) -> tuple:  # pickles (to another process) with both parts
+        return type(self), (self.problem, self.hint)
+
+
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
         key = prefix or "_"
@@ -57,7 +76,9 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if "__tensor__" in obj:
             key = obj["__tensor__"]
             if key not in tensors:
-                raise CheckpointError(f"meta.json refers to tensor {key!r}, which is missing from {WEIGHTS}.")
+                raise CorruptCheckpointError(
+                    f"meta.json refers to tensor {key!r}, which is missing from {WEIGHTS}."
+                )
             return tensors[key].numpy() if obj.get("__numpy__") else tensors[key]
         if "__items__" in obj:
             return {k: _unflatten(v, tensors) for k, v in obj["__items__"]}
@@ -101,11 +122,11 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(
+        raise CorruptCheckpointError(
             f"{path} is not valid JSON ({e}); the checkpoint is corrupt or truncated."
         ) from e
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION or "state" not in meta:
-        raise CheckpointError(f"{path} is not a gendm checkpoint of format version {FORMAT_VERSION}.")
+        raise CorruptCheckpointError(f"{path} is not a gendm checkpoint of format version {FORMAT_VERSION}.")
     return meta
 
 
@@ -117,17 +138,20 @@ def load_checkpoint(
     meta = _read_meta(directory)
     wpath = directory / WEIGHTS
     if not wpath.is_file():
-        raise CheckpointError(f"No checkpoint at {directory}: {WEIGHTS} is missing.")
+        raise CorruptCheckpointError(
+            f"The checkpoint at {directory} is incomplete: {WEIGHTS} is missing (its {META} is there)."
+        )
     blob = wpath.read_bytes()
-    if len(blob) != meta["weights_bytes"] or hashlib.sha256(blob).hexdigest() != meta["weights_sha256"]:
-        raise CheckpointError(
-            f"{wpath} does not match {META} (size {len(blob)} vs {meta['weights_bytes']} bytes or checksum "
-            "differs): the checkpoint is truncated or corrupt. Delete it to start over, or restore a backup."
+    size = meta.get("weights_bytes")
+    if len(blob) != size or hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
+        raise CorruptCheckpointError(
+            f"{wpath} does not match {META} (size {len(blob)} vs {size} bytes or checksum differs): "
+            "the checkpoint is truncated or corrupt."
         )
     try:
         tensors = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{wpath} could not be parsed as safetensors: {e}") from e
+        raise CorruptCheckpointError(f"{wpath} could not be parsed as safetensors: {e}") from e
     tensors = {k: v.to(device) for k, v in tensors.items()}
     return _unflatten(meta["state"], tensors), meta["metadata"]
 

@@ -209,10 +209,15 @@ def collect(
     if noise < 0 or not 0 <= epsilon <= 1:
         raise ConfigError(f"--noise must be >= 0 and --epsilon in [0, 1]; got {noise} and {epsilon}.")
     env = make_env(env_id, 1, seed=seed)
+    try:
+        obs_dtype = storage_dtype(env.single_observation_space, env_id, "observation")
+        action_dtype = storage_dtype(env.single_action_space, env_id, "action")
+    except DataError:
+        env.close()
+        raise
     rng = np.random.default_rng(seed + 1)
     perturb = make_perturbation(env.single_action_space, noise, epsilon, rng, env.action_space.sample)
     act, provenance = make_policy(policy, env, env_id, seed, device)
-    action_dtype = np.float32 if isinstance(env.single_action_space, gym.spaces.Box) else np.int64
     rec = _Recorder(steps or 1024)
     obs, _ = env.reset(seed=seed)
     done_episodes, t0 = 0, time.perf_counter()
@@ -224,10 +229,10 @@ def collect(
         next_obs, reward, term, trunc, info = env.step(action)
         final = info["final_obs"][0] if (term[0] or trunc[0]) else next_obs[0]
         rec.add(
-            observations=np.asarray(obs[0], np.float32),
+            observations=np.asarray(obs[0], obs_dtype),
             actions=np.asarray(action[0], action_dtype),
             rewards=np.float32(reward[0]),
-            next_observations=np.asarray(final, np.float32),
+            next_observations=np.asarray(final, obs_dtype),
             terminations=np.bool_(term[0]),
             truncations=np.bool_(trunc[0]),
         )
@@ -248,6 +253,32 @@ def collect(
         "collect_s": round(time.perf_counter() - t0, 3),
     }
     return steps_to_dataset(rec.result(), env_id, metadata=_metadata(env_id, provenance))
+
+
+def storage_dtype(space: gym.Space, env_id: str, kind: str) -> np.dtype:
+    """The dtype a dataset stores ``space``'s values in: float32 for a float Box, the space's own dtype
+    for integer spaces (int64 for Discrete, e.g. uint8 images). Other spaces (Dict, Tuple, Text,
+    MultiDiscrete...) raise a DataError before anything is collected."""
+    if isinstance(space, gym.spaces.Box):
+        return np.dtype(np.float32) if np.issubdtype(space.dtype, np.floating) else np.dtype(space.dtype)
+    if isinstance(space, gym.spaces.Discrete):
+        return np.dtype(np.int64)
+    hint = (
+        "for MiniGrid, minigrid.wrappers.ImgObsWrapper keeps the image; "
+        if env_id.startswith(("MiniGrid-", "BabyAI-"))
+        else ""
+    )
+    shown = str(space)
+    if isinstance(space, gym.spaces.Dict):  # MiniGrid's mission space prints a function address
+        shown = "Dict(" + ", ".join(f"{k}: {type(v).__name__}" for k, v in space.spaces.items()) + ")"
+    raise DataError(
+        f"{env_id} has a {type(space).__name__} {kind} space, {shown}; gendm datasets hold Box and Discrete "
+        f"spaces only. Wrap the environment so that it emits one array ({hint}gymnasium.wrappers."
+        "FlattenObservation flattens Dict/Tuple spaces of Box and Discrete), register the wrapped env "
+        'under its own id, e.g. gymnasium.register("MyEnv-v0", entry_point=lambda **kw: '
+        f'Wrapper(gymnasium.make("{env_id}", **kw))), and collect that id in Python with '
+        'gendm.data.collect.collect("MyEnv-v0", ...).'
+    )
 
 
 def _metadata(env_id: str, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -298,10 +329,10 @@ def steps_to_dataset(
     return OfflineDataset.concatenate(
         [
             OfflineDataset(
-                observations=np.asarray(p["observations"], np.float32),
+                observations=_float32(p["observations"]),
                 actions=p["actions"],
                 rewards=np.asarray(p["rewards"], np.float32),
-                next_observations=np.asarray(p["next_observations"], np.float32),
+                next_observations=_float32(p["next_observations"]),
                 terminations=p["terminations"],
                 truncations=p["truncations"],
                 episode_ends=p["episode_ends"].astype(np.int64),
@@ -311,6 +342,12 @@ def steps_to_dataset(
         ],
         metadata=metadata or {},
     )
+
+
+def _float32(x: np.ndarray) -> np.ndarray:
+    """Float arrays as float32 (gendm's float dtype); integer observations keep their dtype."""
+    x = np.asarray(x)
+    return x.astype(np.float32, copy=False) if np.issubdtype(x.dtype, np.floating) else x
 
 
 def replay_buffer_dataset(path: str | Path) -> OfflineDataset:
@@ -377,4 +414,5 @@ __all__ = [
     "make_policy",
     "replay_buffer_dataset",
     "steps_to_dataset",
+    "storage_dtype",
 ]

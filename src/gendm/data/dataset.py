@@ -19,7 +19,6 @@ preallocated arrays (1M transitions in about a second, see BENCHMARKS.md) and va
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -32,8 +31,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 
-from gendm.core.errors import ConfigError, DataError, unknown_name
+from gendm.core.errors import ConfigError, DataError, UnknownNameError, unknown_name
 
 DATA_DIR, MAIN_FILE, METADATA_FILE = "data", "main_data.hdf5", "metadata.json"
 NAMESPACE_FILE = "namespace_metadata.json"
@@ -53,19 +53,28 @@ _BOOKKEEPING = (
     "dataset_size",
 )
 _LIST_HINT = "List local datasets with `gendm data list`; create one with `gendm data collect`."
+_FLOAT_CHECKED = ("observations", "next_observations", "actions", "rewards")  # fields checked for NaN/Inf
+# Substitutions minari applies to a stored env_spec before EnvSpec.from_json (gymnasium 1.0 compatibility).
+_SPEC_COMPAT = (
+    ('"order_enforce": true,', ""),
+    ('"apply_api_compatibility": false,', ""),
+    ('"autoreset": false, ', ""),
+)
 
 
 @dataclass
 class OfflineDataset:
     observations: np.ndarray
-    """(N, *obs_shape) float32 — the observation each transition starts from (integer observation
-    spaces, e.g. Discrete, keep their integer dtype)."""
+    """(N, *obs_shape) — the observation each transition starts from: float32 for float Box spaces;
+    integer spaces keep integers (int64 of shape (N,) for Discrete, the space's dtype for an integer
+    Box such as uint8 images)."""
     actions: np.ndarray
     """(N, *action_shape) — float32 for Box actions, int64 for Discrete."""
     rewards: np.ndarray
     """(N,) float32."""
     next_observations: np.ndarray
-    """(N, *obs_shape) float32 — the observation after the action (the final one at an episode end)."""
+    """(N, *obs_shape), dtype of ``observations`` — the observation after the action (the final one at
+    an episode end)."""
     terminations: np.ndarray
     """(N,) bool — the episode ended in a terminal state (no bootstrap)."""
     truncations: np.ndarray
@@ -128,6 +137,16 @@ class OfflineDataset:
             return env.observation_space, env.action_space
         finally:
             env.close()
+
+    def finite_episodes(self) -> np.ndarray:
+        """(K,) int64 indices of the episodes whose float fields hold no NaN/Inf (for ``select_episodes``)."""
+        bad = np.zeros(len(self), bool)
+        for name in _FLOAT_CHECKED:
+            x = getattr(self, name)
+            if np.issubdtype(x.dtype, np.floating):
+                bad |= ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        bad_episodes = np.unique(self.episode_ids()[bad])
+        return np.setdiff1d(np.arange(self.num_episodes), bad_episodes).astype(np.int64)
 
     def select_episodes(self, indices: Sequence[int] | np.ndarray) -> OfflineDataset:
         """A new dataset holding episodes ``indices`` (in that order); metadata is copied."""
@@ -217,11 +236,16 @@ def _where(ds: OfflineDataset, row: int) -> str:
 
 
 def validate(
-    ds: OfflineDataset, observation_space: gym.Space | None = None, action_space: gym.Space | None = None
+    ds: OfflineDataset,
+    observation_space: gym.Space | None = None,
+    action_space: gym.Space | None = None,
+    *,
+    load_call: str | None = None,
 ) -> None:
     """Raise DataError naming the field, episode and row of the first problem found: inconsistent
     lengths, bad ``episode_ends``, empty episodes, dtypes or shapes that do not fit the spaces,
-    NaN/Inf, or episode end flags (terminations/truncations) in the wrong place."""
+    NaN/Inf, or episode end flags (terminations/truncations) in the wrong place. ``load_call`` is the
+    Python expression that loads ``ds`` without validation, quoted in the NaN/Inf hint."""
     n = len(ds.rewards)
     if n == 0:
         raise DataError("The dataset has no transitions: collect some first (gendm data collect).")
@@ -254,18 +278,25 @@ def validate(
         _check_space(ds.next_observations, observation_space, "next_observations")
     if action_space is not None:
         _check_space(ds.actions, action_space, "actions")
-    for name in ("observations", "next_observations", "actions", "rewards"):
+    for name in _FLOAT_CHECKED:
         x = getattr(ds, name)
         if np.issubdtype(x.dtype, np.floating):
             bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1)
             if bad.any():
                 row = int(np.argmax(bad))
                 kind = "NaN" if np.isnan(x[row]).any() else "Inf"
+                keep = "ds = ds.select_episodes(ds.finite_episodes())"
+                how = f"keep the finite episodes: `{keep}`"
+                if load_call:
+                    how = f"load without validation and keep the finite episodes: `ds = {load_call}; {keep}`"
                 raise DataError(
                     f"Field {name!r} holds {kind} at {_where(ds, row)} ({int(bad.sum())} bad rows in all): "
-                    "fix the data, or drop those episodes with ds.select_episodes(...)."
+                    f"fix the data, or {how}."
                 )
     _check_end_flags(ds)
+
+
+_validate = validate  # load_dataset's ``validate`` flag shadows the function there
 
 
 def _check_episode_ends(ends: np.ndarray, n: int) -> None:
@@ -377,7 +408,26 @@ def resolve_dataset(name_or_path: str | Path, root: str | Path | None = None) ->
     candidate = dataset_root(root) / name / DATA_DIR
     if (candidate / METADATA_FILE).is_file():
         return candidate
-    raise unknown_name("dataset", name, list_datasets(root), f"Looked in {dataset_root(root)}. {_LIST_HINT}")
+    known = list_datasets(root)
+    if not known:
+        raise UnknownNameError(f"Unknown dataset {name!r}: {empty_root_message(root)}")
+    raise unknown_name("dataset", name, known, f"Looked in {dataset_root(root)}. {_LIST_HINT}")
+
+
+def empty_root_message(root: str | Path | None = None) -> str:
+    """What to do when the datasets root holds no dataset (names the root and how it was chosen)."""
+    base = dataset_root(root)
+    how = "Minari's default"
+    if root is not None:
+        how = "--root"
+    elif os.environ.get("MINARI_DATASETS_PATH"):
+        how = "$MINARI_DATASETS_PATH"
+    state = "holds no dataset" if base.is_dir() else "does not exist"
+    return (
+        f"the datasets root {base} (from {how}) {state}. Create a dataset with `gendm data collect --env "
+        "ENV_ID --episodes N --out NAMESPACE/NAME-v0`, or point MINARI_DATASETS_PATH (or --root) at the "
+        "directory that holds your datasets."
+    )
 
 
 # ------------------------------------------------------------------------------------------ save
@@ -414,6 +464,10 @@ def save_dataset(
         observation_space, action_space = observation_space or stored[0], action_space or stored[1]
     validate(ds, observation_space, action_space)
     _check_contiguous(ds)
+    observation_space, obs_dtype = _storage(
+        observation_space, "observations", ds.observations, ds.next_observations
+    )
+    action_space, act_dtype = _storage(action_space, "actions", ds.actions)
     meta = {k: v for k, v in ds.metadata.items() if k not in _BOOKKEEPING and k != "path"}
     ref = reference(ds.env_id)
     if ref is not None:
@@ -432,11 +486,9 @@ def save_dataset(
         "action_space": serialize_space(action_space),
         "minari_version": minari.__version__,
     }
-    spec = gym.spec(ds.env_id) if ds.env_id in gym.registry else None
-    if spec is not None:
-        # A callable entry point or kwargs JSON cannot hold: minari treats env_spec as optional.
-        with contextlib.suppress(TypeError, ValueError):
-            meta["env_spec"] = spec.to_json()
+    env_spec = _env_spec_json(ds)
+    if env_spec is not None:
+        meta["env_spec"] = env_spec
     try:
         json.dumps(meta)
     except TypeError as e:
@@ -448,7 +500,7 @@ def save_dataset(
     try:
         (tmp / DATA_DIR).mkdir(parents=True)
         with h5py.File(tmp / DATA_DIR / MAIN_FILE, "w", track_order=True) as f:
-            _write_episodes(f, ds)
+            _write_episodes(f, ds, obs_dtype, act_dtype)
         with open(tmp / DATA_DIR / MAIN_FILE, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename publishes it
         meta["dataset_size"] = round((tmp / DATA_DIR / MAIN_FILE).stat().st_size / 1e6, 1)  # MB, as Minari
@@ -463,15 +515,53 @@ def save_dataset(
     return final
 
 
-def _write_episodes(f: Any, ds: OfflineDataset) -> None:
+def _storage(space: gym.Space, name: str, *arrays: np.ndarray) -> tuple[gym.Space, np.dtype]:
+    """(space to declare, dtype to write) for a field, so that metadata.json declares what is stored:
+    a float Box takes the stored float dtype (gendm holds float32, also for a float64 environment);
+    integer spaces (Discrete, integer Box) are written in the space's own dtype."""
+    dtype = arrays[0].dtype
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        if dtype == space.dtype:
+            return space, dtype
+        with np.errstate(over="ignore"):  # a float64 bound beyond float32's range becomes +-inf
+            low, high = space.low.astype(dtype), space.high.astype(dtype)
+        return gym.spaces.Box(low, high, space.shape, dtype), dtype
+    if not np.issubdtype(space.dtype, np.integer):
+        return space, dtype
+    limits = np.iinfo(space.dtype)
+    for x in arrays:
+        if x.size and (x.min() < limits.min or x.max() > limits.max):
+            raise DataError(
+                f"Field {name!r} holds values in [{x.min()}, {x.max()}], which do not fit the space {space} "
+                f"({space.dtype}): the data was collected on a different environment."
+            )
+    return space, np.dtype(space.dtype)
+
+
+def _env_spec_json(ds: OfflineDataset) -> str | None:
+    """The env_spec to record: the dataset's own (a loaded dataset keeps its time limit and kwargs)
+    when it describes ``ds.env_id``, else the registered spec of ``ds.env_id``."""
+    own = ds.metadata.get("env_spec")
+    parsed = parse_env_spec(own)
+    if parsed is not None and parsed.id == ds.env_id:
+        return own
+    spec = gym.spec(ds.env_id) if ds.env_id in gym.registry else None
+    if spec is None:
+        return None
+    try:
+        return spec.to_json()
+    except (TypeError, ValueError):  # a callable entry point or non-JSON kwargs: minari allows no env_spec
+        return None
+
+
+def _write_episodes(f: Any, ds: OfflineDataset, obs_dtype: np.dtype, act_dtype: np.dtype) -> None:
     for i, (s, e) in enumerate(zip(ds.episode_starts.tolist(), ds.episode_ends.tolist())):
         g = f.create_group(f"episode_{i}")
         g.attrs["id"] = i
         g.attrs["total_steps"] = e - s
-        g.create_dataset(
-            "observations", data=np.concatenate([ds.observations[s:e], ds.next_observations[e - 1 : e]])
-        )
-        g.create_dataset("actions", data=ds.actions[s:e])
+        obs = np.concatenate([ds.observations[s:e], ds.next_observations[e - 1 : e]])
+        g.create_dataset("observations", data=obs.astype(obs_dtype, copy=False))
+        g.create_dataset("actions", data=ds.actions[s:e].astype(act_dtype, copy=False))
         g.create_dataset("rewards", data=ds.rewards[s:e])
         g.create_dataset("terminations", data=ds.terminations[s:e])
         g.create_dataset("truncations", data=ds.truncations[s:e])
@@ -530,8 +620,11 @@ def read_metadata(name_or_path: str | Path, root: str | Path | None = None) -> d
     return meta
 
 
-def load_dataset(name_or_path: str | Path, root: str | Path | None = None) -> OfflineDataset:
-    """Read a local Minari dataset (any writer: gendm or minari itself) by id or by path, validated."""
+def load_dataset(
+    name_or_path: str | Path, root: str | Path | None = None, validate: bool = True
+) -> OfflineDataset:
+    """Read a local Minari dataset (any writer: gendm or minari itself) by id or by path, validated
+    unless ``validate=False`` (then e.g. drop bad episodes and validate with ``gendm.data.validate``)."""
     import h5py
     from minari.serialization import deserialize_space
 
@@ -571,9 +664,12 @@ def load_dataset(name_or_path: str | Path, root: str | Path | None = None) -> Of
             f"{data_dir / METADATA_FILE} lists {meta['total_steps']} steps but {path} holds "
             f"{len(arrays['rewards'])}: the dataset is inconsistent; create it again."
         )
-    env_id = meta.get("env_id") or _env_id_from_spec(meta.get("env_spec")) or ""
+    env_id = metadata_env_id(meta) or ""
     ds = OfflineDataset(env_id=env_id, metadata=meta | {"path": str(data_dir.parent)}, **arrays)
-    validate(ds, obs_space, act_space)
+    if validate:
+        root_arg = f", root={str(root)!r}" if root is not None else ""
+        call = f"gendm.data.load_dataset({str(name_or_path)!r}{root_arg}, validate=False)"
+        _validate(ds, obs_space, act_space, load_call=call)
     return ds
 
 
@@ -629,22 +725,54 @@ def _is_image(space: gym.Space) -> bool:
     return is_image_space(space)
 
 
-def _env_id_from_spec(env_spec: str | None) -> str | None:
-    if not env_spec:
-        return None
+def metadata_env_id(meta: dict[str, Any]) -> str | None:
+    """The environment id of a dataset's metadata: gendm's ``env_id``, else the id in Minari's
+    ``env_spec`` (datasets written by minari itself record only that)."""
+    if meta.get("env_id"):
+        return str(meta["env_id"])
     try:
-        return json.loads(env_spec).get("id")
-    except (json.JSONDecodeError, AttributeError):
+        env_id = json.loads(meta.get("env_spec") or "null")
+    except (json.JSONDecodeError, TypeError):
         return None
+    env_id = env_id.get("id") if isinstance(env_id, dict) else None
+    return str(env_id) if env_id else None
+
+
+def parse_env_spec(env_spec: Any) -> EnvSpec | None:
+    """An ``env_spec`` string of Minari's metadata as an EnvSpec (with minari's compatibility fixes);
+    None when absent or unreadable."""
+    if not isinstance(env_spec, str) or not env_spec:
+        return None
+    for old, new in _SPEC_COMPAT:
+        env_spec = env_spec.replace(old, new)
+    try:
+        return EnvSpec.from_json(env_spec)
+    except (ValueError, TypeError, KeyError, AttributeError, gym.error.Error):
+        return None
+
+
+def recorded_env_spec(meta: dict[str, Any]) -> tuple[EnvSpec, str] | None:
+    """The environment a dataset records for evaluation, picked as minari's
+    ``recover_environment(eval_env=True)`` does: ``eval_env_spec``, else ``env_spec``. Returns the spec
+    and the metadata key it came from, or None when the metadata holds neither."""
+    for key in ("eval_env_spec", "env_spec"):
+        spec = parse_env_spec(meta.get(key))
+        if spec is not None:
+            return spec, key
+    return None
 
 
 __all__ = [
     "OfflineDataset",
     "check_dataset_id",
     "dataset_root",
+    "empty_root_message",
     "list_datasets",
     "load_dataset",
+    "metadata_env_id",
+    "parse_env_spec",
     "read_metadata",
+    "recorded_env_spec",
     "resolve_dataset",
     "save_dataset",
     "validate",

@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from gendm.core.errors import ConfigError, unknown_name
@@ -33,7 +34,7 @@ def check_env_id(env_id: str) -> None:
 
 
 def _single_env_factory(
-    env_id: str, normalize_obs: bool, normalize_reward: bool, gamma: float, **kwargs: Any
+    env_id: str | EnvSpec, normalize_obs: bool, normalize_reward: bool, gamma: float, **kwargs: Any
 ):
     def make() -> gym.Env:
         # Innermost, so episode statistics are raw returns even when rewards are normalised.
@@ -48,7 +49,7 @@ def _single_env_factory(
 
 
 def make_env(
-    env_id: str,
+    env_id: str | EnvSpec,
     num_envs: int = 1,
     seed: int | None = None,
     *,
@@ -62,8 +63,10 @@ def make_env(
 
     ``seed`` seeds the first reset (sub-env i gets seed + i) and the action space. Extra keyword
     arguments go to ``gymnasium.make``. Unknown ids raise an error suggesting close registered ids.
+    An ``EnvSpec`` (e.g. one recorded in a Minari dataset) is made as recorded: its time limit, kwargs
+    and additional wrappers.
     """
-    check_env_id(env_id)
+    check_env_id(env_id.id if isinstance(env_id, EnvSpec) else env_id)
     if num_envs < 1:
         raise ConfigError(f"num_envs must be >= 1, got {num_envs}.")
     factory = _single_env_factory(env_id, normalize_obs, normalize_reward, gamma, **kwargs)

@@ -18,7 +18,9 @@ action: it is counted (``counters.parse_failures``) and replaced by the configur
   progress the model did not choose, so it flatters a weak model; use it to study recovery, not to
   report the model's ability.
 
-The episode always continues; the next prompt shows what happened.
+The episode always continues; the next prompt shows what happened. A *backend* that fails on most
+calls (HTTP 500, garbage, timeouts) is not played around: :func:`gendm.language_agents.play.play`
+puts a :class:`gendm.lm.FailureGuard` in front of it, which ends the run with the server's last error.
 """
 
 from __future__ import annotations

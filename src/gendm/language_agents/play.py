@@ -29,6 +29,7 @@ from gendm.language_agents.react import ReActAgent
 from gendm.language_agents.rerank import QRerankAgent
 from gendm.language_agents.stateact import StateActAgent
 from gendm.lm import LanguageModel
+from gendm.lm.guard import BackendOptions, FailureGuard
 
 AGENT_NAMES = ("react", "stateact", "react+q")
 Q_SEED_OFFSET = 200_000
@@ -97,6 +98,16 @@ def fit_q(
     return q, {"ranking_accuracy": rate, "pairs": pairs, "transitions": sum(map(len, data))}
 
 
+def check_backend_options(backend_spec: str, options: BackendOptions) -> None:
+    """Refuse client limits an ``hf:`` backend cannot use (it runs in-process: no timeouts, no retries)."""
+    set_fields = options.non_default_client_fields()
+    if set_fields and not backend_spec.startswith("openai:"):
+        raise ConfigError(
+            f"{', '.join(set_fields)} configure an openai: server client; backend {backend_spec!r} runs "
+            "in this process and takes none of them. Drop them, or serve the model over HTTP."
+        )
+
+
 def make_agent(
     name: str,
     backend: LanguageModel,
@@ -133,23 +144,32 @@ def play(
     num_candidates: int = 4,
     proposal: str = "logprobs",
     q_episodes: int = 40,
+    options: BackendOptions | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Build agent ``name`` over ``backend_spec`` (with an optional SQLite response ``cache``), fit its
     Q-model if it re-ranks, and play ``episodes`` episodes of ``env`` from reset seed ``first_seed``.
     Returns :func:`~gendm.language_agents.runner.run_episodes`' statistics and the Q-model's
-    (held-out ranking accuracy; None without one)."""
+    (held-out ranking accuracy; None without one).
+
+    ``options`` bound the backend (timeouts and retries of an ``openai:`` server) and end the run with
+    :class:`~gendm.lm.guard.BackendFailingError` once most model calls fail (:mod:`gendm.lm.guard`)."""
     from gendm.language_agents.runner import run_episodes
     from gendm.lm import CachedBackend, GenerationSettings, make_backend
 
+    options = options or BackendOptions()
+    check_backend_options(backend_spec, options)
     backend: Any = make_backend(
-        backend_spec, settings=GenerationSettings(max_new_tokens=config.max_new_tokens)
+        backend_spec,
+        settings=GenerationSettings(max_new_tokens=config.max_new_tokens),
+        **options.client_kwargs(backend_spec),
     )
     if cache:
         backend = CachedBackend(backend, cache)
+    guarded = FailureGuard.from_options(backend, options)
     text_env = make_text_env(env, max_steps)
     try:
         q, q_info = fit_q(env, q_episodes, seed=q_seed) if name == "react+q" else (None, None)
-        agent = make_agent(name, backend, config, q, num_candidates, proposal)
+        agent = make_agent(name, guarded, config, q, num_candidates, proposal)
         return run_episodes(agent, text_env, episodes, seed=first_seed), q_info
     finally:
         text_env.close()

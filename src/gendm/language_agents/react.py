@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 
 from gendm.language_agents.base import Counters, LanguageAgentConfig, Turn, fallback_action, task_text
-from gendm.lm import UNKNOWN, ActionParser, LanguageModel, Message, ParseResult, parse_with_retry
+from gendm.lm import (
+    UNKNOWN,
+    ActionParser,
+    LanguageModel,
+    Message,
+    NotSupportedError,
+    ParseResult,
+    parse_with_retry,
+)
 
 _LINE = re.compile(r"^\s*[*#>-]*\s*(thought|action)\s*[*]*\s*:\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -173,7 +181,14 @@ class ReActAgent:
         prompt = self.prompt(observation, valid)
         if mode == "logprobs":
             prefix = prompt + "Thought: I will choose the best valid action.\nAction: "
-            scores = self.backend.logprobs([prefix] * len(valid), list(valid))
+            try:
+                scores = self.backend.logprobs([prefix] * len(valid), list(valid))
+            except NotSupportedError as e:
+                raise NotSupportedError(
+                    f"{str(e).rstrip('.')}. The re-ranker proposes candidates by log-probability "
+                    "(proposal='logprobs'); with this backend propose sampled answers instead: `gendm agent "
+                    'react+q --proposal sample`, or set = { proposal = "sample" } in a bench spec.'
+                ) from e
             self.counters.lm_calls += 1
             order = np.argsort(-np.asarray(scores), kind="stable")[:n]
             return [valid[i] for i in order]

@@ -20,6 +20,7 @@ from gendm.lm.base import (
     NotSupportedError,
 )
 from gendm.lm.cache import CacheCorruptedWarning, CachedBackend, ResponseCache
+from gendm.lm.guard import BackendFailingError, BackendOptions, FailureGuard
 from gendm.lm.openai import OpenAICompatibleBackend
 from gendm.lm.parsing import (
     UNKNOWN,
@@ -34,11 +35,14 @@ from gendm.lm.parsing import (
 __all__ = [
     "UNKNOWN",
     "ActionParser",
+    "BackendFailingError",
+    "BackendOptions",
     "BackendUnavailableError",
     "CacheCorruptedWarning",
     "CachedBackend",
     "ChoiceParser",
     "Completion",
+    "FailureGuard",
     "GenerationSettings",
     "HFBackend",
     "LMError",

@@ -19,14 +19,21 @@ Error semantics, chosen so that a long run survives a flaky server and still say
   request fails after its retries. ``logprobs`` uses ``/completions`` with ``echo=True`` and
   ``logprobs`` (the legacy API that vLLM still serves); a server that refuses it, or answers
   without token log-probabilities, raises :class:`NotSupportedError`, and later calls fail fast.
-- ``timeout_s`` is urllib's socket timeout: it bounds connecting and each wait for data, not the
-  total time of a streaming-slow answer.
+- Time: ``timeout_s`` is the socket timeout of one attempt (connecting, and each wait for data);
+  ``deadline_s`` bounds one request in total, across its attempts and backoff waits (the last
+  attempt's timeout is cut to the time left, and an answer still arriving at the deadline is given
+  up). A server that accepts connections and never answers costs at most ``deadline_s`` per request.
+- A server that rejects the ``stop`` field (HTTP 400 on a request that sent it, as ``transformers
+  serve`` does for tokenizers its stop-string matcher cannot read) gets the request again without
+  it; if that works, the backend remembers it, sends no ``stop`` from then on, cuts the answers at the
+  stop strings itself and logs one warning (logger ``gendm.lm.openai``).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import socket
 import threading
@@ -51,6 +58,8 @@ from gendm.lm.base import (
     check_pairs,
     cut_at_stop,
 )
+
+_log = logging.getLogger(__name__)
 
 
 class RequestFailed(LMError):
@@ -85,6 +94,7 @@ class OpenAICompatibleBackend:
         backoff_s: float = 0.5,
         settings: GenerationSettings | None = None,
         raise_if_unreachable: bool = True,
+        deadline_s: float = 60,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -95,52 +105,79 @@ class OpenAICompatibleBackend:
         for name, value, low in (("max_concurrency", max_concurrency, 1), ("max_retries", max_retries, 0)):
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"OpenAICompatibleBackend {name} must be an int >= {low}, got {value!r}.")
-        if timeout_s <= 0 or backoff_s < 0:
+        if timeout_s <= 0 or deadline_s <= 0 or backoff_s < 0:
             raise ConfigError(
-                f"OpenAICompatibleBackend needs timeout_s > 0 and backoff_s >= 0, "
-                f"got {timeout_s}, {backoff_s}."
+                f"OpenAICompatibleBackend needs timeout_s > 0, deadline_s > 0 and backoff_s >= 0, "
+                f"got {timeout_s}, {deadline_s}, {backoff_s}."
             )
         base = base_url.rstrip("/")
         self.base_url = base if base.endswith("/v1") else base + "/v1"
         self.model, self.api_key_env = model, api_key_env
         self.max_concurrency, self.timeout_s = max_concurrency, timeout_s
-        self.max_retries, self.backoff_s = max_retries, backoff_s
+        self.max_retries, self.backoff_s, self.deadline_s = max_retries, backoff_s, deadline_s
         self.settings = settings or GenerationSettings()
         self.raise_if_unreachable = raise_if_unreachable
         self.model_id = f"openai:{self.base_url}#{model}"
         self._slots = threading.BoundedSemaphore(max_concurrency)  # bounds concurrent calls too
         self._logprobs_unsupported: str | None = None
+        self.stop_rejected = False
+        """The server refused the ``stop`` field once: requests go without it (module docstring)."""
+        self._stop_lock = threading.Lock()
 
     # -- HTTP ---------------------------------------------------------------------------------------
     def _post(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST JSON with retries; return the decoded answer or raise :class:`RequestFailed`."""
         url = f"{self.base_url}/{route}"
+        start = time.monotonic()
+        deadline = start + self.deadline_s
         last: _Retryable | None = None
+        attempts, out_of_time = 0, False
         for attempt in range(self.max_retries + 1):
             if attempt:
                 wait = self.backoff_s * 2 ** (attempt - 1)
                 if last is not None and last.wait_s is not None:
                     wait = last.wait_s
+                if time.monotonic() + wait >= deadline:
+                    out_of_time = True
+                    break
                 time.sleep(wait)
             try:
                 with self._slots:
-                    return self._post_once(url, payload)
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        out_of_time = True
+                        break
+                    attempts += 1
+                    return self._post_once(url, payload, min(self.timeout_s, left), deadline)
             except _Retryable as e:
                 last = e
-        assert last is not None
+        elapsed = time.monotonic() - start
+        why = f"{last}" if last is not None else "no attempt started"
+        limit = f", stopped at deadline_s={self.deadline_s:g}" if out_of_time else ""
+        tries = f"{attempts} attempt{'s' * (attempts != 1)}"
         raise RequestFailed(
-            f"POST {url} failed after {self.max_retries + 1} attempts: {last}", unreachable=last.unreachable
+            f"POST {url} failed after {tries} in {elapsed:.1f} s{limit}: {why}",
+            unreachable=last is not None and last.unreachable,
         )
 
-    def _post_once(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _post_once(
+        self, url: str, payload: dict[str, Any], timeout: float, deadline: float
+    ) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                body = resp.read()
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                chunks = []
+                while chunk := resp.read1(1 << 16):
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:  # trickling past the deadline
+                        raise _Retryable(
+                            f"timed out: still reading the answer at deadline_s={self.deadline_s:g}"
+                        )
+                body = b"".join(chunks)
         except urllib.error.HTTPError as e:
             detail = e.read()[:300].decode("utf-8", "replace")
             if e.code == 429 or e.code >= 500:
@@ -149,10 +186,10 @@ class OpenAICompatibleBackend:
             raise RequestFailed(f"POST {url}: HTTP {e.code}: {detail}", status=e.code) from e
         except urllib.error.URLError as e:
             if isinstance(e.reason, TimeoutError | socket.timeout):
-                raise _Retryable(f"timed out after {self.timeout_s} s") from e
+                raise _Retryable(f"timed out after {timeout:.3g} s") from e
             raise _Retryable(f"cannot connect: {e.reason}", unreachable=True) from e
         except TimeoutError as e:
-            raise _Retryable(f"timed out after {self.timeout_s} s") from e
+            raise _Retryable(f"timed out after {timeout:.3g} s") from e
         except (OSError, http.client.HTTPException) as e:  # reset or truncated mid-answer
             raise _Retryable(f"connection error: {e}") from e
         try:
@@ -209,7 +246,14 @@ class OpenAICompatibleBackend:
         self, route: str, payload: dict[str, Any], s: GenerationSettings
     ) -> Callable[[], Completion]:
         def job() -> Completion:
-            data = self._post(route, payload)
+            body = _without_stop(payload) if self.stop_rejected else payload
+            try:
+                data = self._post(route, body)
+            except RequestFailed as e:
+                if e.status != 400 or "stop" not in body:
+                    raise
+                data = self._post(route, _without_stop(body))  # still failing: stop was not the cause
+                self._note_stop_rejected(e)
             try:
                 choice = data["choices"][0]
                 text = choice["message"]["content"] if route == "chat/completions" else choice["text"]
@@ -217,12 +261,25 @@ class OpenAICompatibleBackend:
                 return Completion.failed(
                     f"POST {self.base_url}/{route}: answer has no text ({e!r}): {str(data)[:200]}"
                 )
-            # Servers apply stop strings themselves; cutting again covers those that don't.
-            text, _ = cut_at_stop(text or "", s.stop)
-            reason = choice.get("finish_reason") or "stop"
+            # Servers apply stop strings themselves; cutting again covers those that don't (or got none).
+            text, cut = cut_at_stop(text or "", s.stop)
+            reason = "stop" if cut else choice.get("finish_reason") or "stop"
             return Completion(text=text, finish_reason=reason, meta={"usage": data.get("usage")})
 
         return job
+
+    def _note_stop_rejected(self, error: RequestFailed) -> None:
+        with self._stop_lock:
+            if self.stop_rejected:
+                return
+            self.stop_rejected = True
+        detail = " ".join(str(error).split())[-160:]
+        _log.warning(
+            "warning: %s rejects the `stop` field (%s); sending requests without it and cutting answers "
+            "at the stop strings on the client.",
+            self.base_url,
+            detail,
+        )
 
     def iter_complete(self, prompts: list[str], **gen: Any) -> Iterator[tuple[int, Completion]]:
         s = self.settings.replace(**gen)
@@ -318,6 +375,10 @@ class OpenAICompatibleBackend:
                 f"{self.model_id}: /embeddings returned {len(vecs)} vectors for {len(texts)} texts."
             )
         return vecs
+
+
+def _without_stop(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k != "stop"}
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -17,8 +17,10 @@ keeping what its backward needs, and backward by hand:
 - ``fused_ensemble(ens, x, dtype, weight_rows)`` and ``fused_mlp(net, x, dtype, grad_rows)`` wrap
   them as one autograd node each, for use inside ordinary autograd losses.
 - ``dtype=torch.bfloat16``: hidden layers in bf16 (weights cast on every call by ``cast_params``),
-  fused linear+bias+ReLU kernels on CPU (oneDNN), and the output layer in fp32 as ``fp32_head``
-  does: the same numerics as ``torch.autocast`` over the plain modules (tests compare them).
+  fused linear+bias+ReLU kernels on CPUs with native bf16 (oneDNN, chosen by
+  ``gendm.core.precision.native_bf16``; addmm + ReLU elsewhere), and the output layer in fp32 as
+  ``fp32_head`` does: the same numerics as ``torch.autocast`` over the plain modules (tests compare
+  them).
 
 Only ReLU hidden activations without normalisation layers are supported; ``supports_fused`` says
 whether a network qualifies.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gendm.core.precision import native_bf16
 from gendm.nn.ensemble import EnsembleMLP
 from gendm.nn.mlp import MLP
 
@@ -54,13 +57,15 @@ def cast_params(params: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Te
 
 
 def _linear_relu(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``relu(h @ weight.T + bias)``; one fused oneDNN kernel for bf16 on CPU in eager mode (inductor
-    lowers that op only for constant weights, and fuses the ReLU itself)."""
+    """``relu(h @ weight.T + bias)``; one fused oneDNN kernel for bf16 on a CPU with native bf16 in
+    eager mode (inductor lowers that op only for constant weights, and fuses the ReLU itself). oneDNN
+    cannot build that kernel on a CPU without AVX512-BF16/AMX, so elsewhere it is addmm + ReLU."""
     if (
         h.dtype == torch.bfloat16
         and h.device.type == "cpu"
         and torch.backends.mkldnn.is_available()
         and not torch.compiler.is_compiling()
+        and native_bf16(h.device)
     ):
         return torch.ops.mkldnn._linear_pointwise(h, weight, bias, "relu", [], "")
     return torch.addmm(bias, h, weight.t()).relu_()

@@ -17,6 +17,11 @@ treat them like every other method:
   completions (each one a one-turn episode) and ``grad_steps`` the optimiser steps. Without a model
   directory a tiny GPT-2 is built and pretrained on noisy answers first (``gendm finetune loop``).
 
+A language agent's backend is bounded by the method's ``backend_options`` table
+(:class:`gendm.lm.BackendOptions`: ``timeout_s``, ``max_retries``, ``deadline_s`` of an ``openai:``
+server, and ``max_failure_rate`` / ``failure_min_calls``, past which a run whose model calls mostly
+fail ends as a failed run with the server's last error instead of scoring its fallback actions).
+
 An interrupted LOOP run resumes from its checkpoint (``RUN_DIR/checkpoint``, saved at every
 measurement) and ends as an uninterrupted one would; an interrupted agent run plays again from the
 first episode (with a response cache, the answers already paid for cost nothing).
@@ -38,6 +43,7 @@ from gendm.core.errors import ConfigError
 from gendm.finetune.loop import LOOPConfig
 from gendm.finetune.text_tasks import TINY_MODEL_DEFAULTS
 from gendm.language_agents.base import LanguageAgentConfig
+from gendm.lm.guard import BackendOptions
 from gendm.train.loop import EVAL_SEED_OFFSET, versions
 
 AGENT_METHODS = ("react", "stateact", "react+q")
@@ -105,6 +111,17 @@ def language_config(algo: str, overrides: dict[str, Any] | list[str], model: str
     raise ConfigError(f"{algo!r} is not a language method ({', '.join(LANGUAGE_METHODS)}).")
 
 
+def parse_backend_options(table: dict[str, Any] | None, backend: str | None) -> BackendOptions:
+    """A language agent's ``backend_options`` table, validated (``ConfigError`` names a bad field, or
+    a client limit given to an ``hf:`` backend)."""
+    from gendm.language_agents.play import check_backend_options
+
+    options = apply_overrides(BackendOptions(), table or {})
+    if backend is not None:
+        check_backend_options(backend, options)
+    return options
+
+
 def run_language_method(
     algo: str,
     task: str,
@@ -118,8 +135,10 @@ def run_language_method(
     out_dir: Path,
     device: str = "cpu",
     threads: int | None = None,
+    backend_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run one language method on one task (module docstring); write and return ``summary.json``."""
+    """Run one language method on one task (module docstring); write and return ``summary.json``.
+    ``backend_options`` is a language agent's ``backend_options`` table."""
     if threads:
         torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +147,8 @@ def run_language_method(
     if algo in AGENT_METHODS:
         if backend is None:
             raise ConfigError(f"{algo} needs a language-model backend (hf:DIR or openai:URL#MODEL).")
-        body = _play(algo, task, seed, eval_episodes, config, backend)
+        options = parse_backend_options(backend_options, backend)
+        body = _play(algo, task, seed, eval_episodes, config, backend, options)
     else:
         if task not in TEXT_TASKS:
             raise ConfigError(f"{algo} fine-tunes on a text task ({', '.join(TEXT_TASKS)}), not {task!r}.")
@@ -162,7 +182,15 @@ def run_language_method(
     return summary
 
 
-def _play(algo: str, task: str, seed: int, episodes: int, config: AgentRunConfig, backend: str) -> dict:
+def _play(
+    algo: str,
+    task: str,
+    seed: int,
+    episodes: int,
+    config: AgentRunConfig,
+    backend: str,
+    options: BackendOptions,
+) -> dict:
     from gendm.language_agents.play import play
 
     agent_config = LanguageAgentConfig(
@@ -181,6 +209,7 @@ def _play(algo: str, task: str, seed: int, episodes: int, config: AgentRunConfig
         num_candidates=config.num_candidates,
         proposal=config.proposal,
         q_episodes=config.q_episodes,
+        options=options,
     )
     returns = [d["return"] for d in stats["episodes_detail"]]
     point = {
@@ -212,6 +241,7 @@ def _play(algo: str, task: str, seed: int, episodes: int, config: AgentRunConfig
         "agent_stats": {k: v for k, v in stats.items() if k != "episodes_detail"},
         "episodes_detail": stats["episodes_detail"],
         "q_model": q_info,
+        "backend_options": to_dict(options),
     }
 
 

@@ -33,6 +33,7 @@ from gendm.core.checkpoint import find_checkpoint_dir, load_checkpoint, save_che
 from gendm.core.config import to_dict
 from gendm.core.device import flush_denormals
 from gendm.core.errors import CheckpointError, ConfigError, TrainingDivergedError
+from gendm.core.provenance import provenance
 from gendm.train.evaluate import evaluate_episodes
 from gendm.train.logger import MetricLogger
 
@@ -291,7 +292,10 @@ class Trainer:
             self._load_extra_state(state)
             loop = state["loop"]
         except (KeyError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"Checkpoint {path} does not fit this agent: {e}") from e
+            raise CheckpointError(
+                f"Checkpoint {path} does not fit this agent: {e}. Use a new --out directory, or "
+                "--no-resume to overwrite it."
+            ) from e
         self.env_steps, self.grad_steps = int(loop["env_steps"]), int(loop["grad_steps"])
         self.agent.env_steps = self.env_steps
         self.curve = list(loop["curve"])
@@ -337,7 +341,9 @@ class Trainer:
                 k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self.s).items()
             },
             "versions": versions(),
+            "provenance": provenance(self.s.threads),
             "device": str(self.device),
+            "precision": getattr(self.agent, "precision", None),
             "torch_threads": torch.get_num_threads(),
             "flush_denormals": self.s.flush_denormals,
         }

@@ -3,6 +3,11 @@ dataset's environment with the same protocol, checkpoints and summary as the onl
 (``gendm.train.loop``). Steps, ``eval_every`` and ``log_every`` count gradient steps; ``env_steps``
 stays 0 and ``dataset_transitions`` records how much data the run learned from.
 
+The evaluation environment is the one the dataset records, as minari's ``recover_environment(eval_env=
+True)`` builds it: its ``eval_env_spec``, else its ``env_spec`` (time limit, kwargs and wrappers), else
+the registered id; ``--env`` with another id overrides it. ``summary.json`` names the spec under
+``eval_env``.
+
 Batches come from ``agent.make_sampler(dataset, device, seed).sample(batch_size)``: uniform
 transitions held on the device by default, sequences for agents that ask for them. Normalised scores
 use the dataset's ``ref_min_score`` / ``ref_max_score`` (Minari's metadata), else the env's suite
@@ -11,10 +16,13 @@ references (``gendm.envs.references``).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import EnvSpec
 
 from gendm.agents import ALGOS
 from gendm.agents.base import AlgoSpec, OfflineAgent
@@ -22,7 +30,7 @@ from gendm.core.config import apply_overrides
 from gendm.core.device import resolve_device
 from gendm.core.errors import ConfigError, DataError
 from gendm.core.seeding import seed_everything
-from gendm.data.dataset import OfflineDataset, load_dataset, validate
+from gendm.data.dataset import OfflineDataset, load_dataset, recorded_env_spec, validate
 from gendm.envs import check_env_id, make_env
 from gendm.envs.references import reference
 from gendm.train.loop import EVAL_SEED_OFFSET, Trainer, TrainSettings
@@ -49,6 +57,34 @@ def metadata_reference(metadata: dict[str, Any], env_id: str | None = None) -> d
     if ref is None:
         return None
     return {"random": ref.random_return, "expert": ref.expert_return, "source": "gendm.envs.references"}
+
+
+def eval_env_spec(dataset: OfflineDataset, env_id: str | None = None) -> tuple[EnvSpec | str, dict[str, Any]]:
+    """The environment to evaluate a policy learned from ``dataset`` in (for ``make_env``) and its
+    description for ``summary.json``: id, max_episode_steps, kwargs, wrappers and where it came from.
+    ``env_id`` (``--env``) naming another environment than the recorded one replaces the recorded spec."""
+    recorded = recorded_env_spec(dataset.metadata)
+    if recorded is not None and env_id in (None, "", recorded[0].id):
+        spec, key = recorded
+        wrappers = [w.name for w in spec.additional_wrappers]
+        return spec, _describe_env(spec, wrappers, f"dataset metadata ({key})")
+    env = env_id or dataset.env_id
+    if not env:
+        return "", {}
+    check_env_id(env)
+    source = "--env" if env_id else "gymnasium registry (the dataset records no env_spec)"
+    return env, _describe_env(gym.spec(env), [], source)
+
+
+def _describe_env(spec: EnvSpec, wrappers: list[str], source: str) -> dict[str, Any]:
+    kwargs = json.loads(json.dumps(spec.kwargs, default=repr))  # summary.json holds JSON values only
+    return {
+        "id": spec.id,
+        "max_episode_steps": spec.max_episode_steps,
+        "kwargs": kwargs,
+        "additional_wrappers": wrappers,
+        "source": source,
+    }
 
 
 def dataset_reference(dataset: OfflineDataset, env_id: str | None = None) -> dict[str, Any] | None:
@@ -83,7 +119,8 @@ class OfflineTrainer(Trainer):
             dataset = load_dataset(s.dataset)
         self.dataset = dataset
         self.dataset_name = str(dataset.metadata.get("dataset_id") or s.dataset or "in-memory")
-        self.env_id = s.env_id or dataset.env_id
+        env, self.eval_env_info = eval_env_spec(dataset, s.env_id)
+        self.env_id = env.id if isinstance(env, EnvSpec) else env
         if not self.env_id:
             raise ConfigError(
                 f"Dataset {self.dataset_name!r} does not name its environment: pass --env ENV_ID to "
@@ -93,12 +130,24 @@ class OfflineTrainer(Trainer):
         self.config = apply_overrides(self.spec.config_cls(), s.overrides)
         self.device = resolve_device(s.device)
         seed_everything(s.seed)
-        self.eval_env = make_env(self.env_id, 1, seed=s.seed + EVAL_SEED_OFFSET)
+        self.eval_env = make_env(env, 1, seed=s.seed + EVAL_SEED_OFFSET)
         obs_space, act_space = self.eval_env.single_observation_space, self.eval_env.single_action_space
         if not self.spec.supports(act_space):
+            fits = [n for n, sp in ALGOS.items() if sp.kind == "offline" and sp.supports(act_space)]
             raise ConfigError(
                 f"{s.algo} needs a {' or '.join(self.spec.action_spaces)} action space, but {self.env_id} "
-                f"has {act_space}."
+                f"has {act_space}. "
+                + (
+                    f"Offline algorithms for it: {', '.join(fits)}."
+                    if fits
+                    else "No gendm offline algorithm learns this action space."
+                )
+            )
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise ConfigError(
+                f"Offline algorithms read Box observations, but {self.env_id} has {obs_space}: wrap the env "
+                "(e.g. gymnasium.wrappers.FlattenObservation one-hot encodes a Discrete space) and collect "
+                "the dataset on the wrapped env."
             )
         self._check_shapes(obs_space.shape, act_space.shape)
         validate(dataset, obs_space, act_space)  # names the row of any NaN, bad flag or out-of-space value
@@ -162,7 +211,8 @@ class OfflineTrainer(Trainer):
             "dataset_episodes": self.dataset.num_episodes,
             "dataset_return_mean": float(np.mean(returns)) if len(returns) else None,
             "reference": self.reference,
+            "eval_env": self.eval_env_info,
         }
 
 
-__all__ = ["OfflineTrainer", "dataset_reference", "metadata_reference", "train_offline"]
+__all__ = ["OfflineTrainer", "dataset_reference", "eval_env_spec", "metadata_reference", "train_offline"]
