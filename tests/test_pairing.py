@@ -197,3 +197,25 @@ def test_vs_sb3_refuses_gendm_bf16_where_bf16_is_emulated():
     if hardware_native_bf16("cpu"):
         with force_native_bf16(True):
             vs_sb3.refuse_emulated_bf16(["gendm-bf16"])
+
+
+def test_steady_ratio_leaves_out_each_runs_first_update():
+    # A peer whose first update takes 10 s (a JIT compile) of a 20 s window: 1.0x over the whole
+    # window from 100 vs 50 updates/s, but 0.5x after the first update, where the peer is twice as fast.
+    def run(side, lib, rnd, seed, first):
+        return {"group": "g~p", "unit": "g~p", "round": rnd, "seed": seed, "side": side, "lib": lib,
+                "learn_rate": 1001 / 20, "learn_updates": 1001, "learn_s": 20.0, "first_update_s": first,
+                "rate_unit": "updates/s", "final_return": 0.0}  # fmt: skip
+
+    runs = [
+        run(side, lib, rnd, seed, first)
+        for rnd in (1, 2)
+        for seed in (0, 1)
+        for side, lib, first in (("gendm", "g", 0.0), ("peer", "p", 10.0))
+    ]
+    summary = pairing.summarize(runs, reps=200)["g~p"]
+    assert summary["ratio"]["median_of_round_medians"] == pytest.approx(1.0)
+    assert summary["ratio_after_first_update"]["median_of_round_medians"] == pytest.approx(0.5)
+    assert "0.50x after each run's first update" in pairing.markdown({"g~p": summary})
+    del runs[0]["first_update_s"]  # a run without the timing: no steady figure rather than a wrong one
+    assert "ratio_after_first_update" not in pairing.summarize(runs, reps=200)["g~p"]
