@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
+from torch import nn
 
 from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
 from gendm.core.config import check
@@ -53,16 +54,18 @@ class BC(OfflineAgent):
         total_steps: int | None = None,
     ) -> None:
         super().__init__(config, observation_space, action_space, device, total_steps)
-        c = config
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
         self.action_scale, self.action_bias = box_bounds(action_space, self.device)
-        self.policy = GaussianPolicy(
-            obs_dim, act_dim, c.hidden, c.state_dependent_std, c.log_std_min, c.log_std_max
-        )
-        self.policy.to(device)
-        self.opt = self.adam(self.policy.parameters(), lr=c.learning_rate)
+        self.policy = self.build_policy(obs_dim, act_dim).to(self.device)
+        self.opt = self.adam(self.policy.parameters(), lr=config.learning_rate)
         self.parts |= {"policy": self.policy, "opt": self.opt}
         self._loss = self.maybe_compile(self._loss)
+
+    def build_policy(self, obs_dim: int, act_dim: int) -> nn.Module:
+        """The policy network. The other BC methods (``mdn_bc``, ``bet_bc``) return theirs here and
+        keep this class's action scaling, optimiser and update."""
+        c = self.config
+        return GaussianPolicy(obs_dim, act_dim, c.hidden, c.state_dependent_std, c.log_std_min, c.log_std_max)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import gymnasium as gym
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
+from gendm.agents.base import AlgoSpec, OfflineConfig, register
+from gendm.agents.bc import BC
 from gendm.core.config import check
 from gendm.data.replay import Batch
 from gendm.nn import mlp
@@ -122,23 +122,14 @@ class BinnedPolicy(nn.Module):
         return ((actions[:, None, :] - self.centres) ** 2).sum(-1).argmin(-1)
 
 
-class BeTBC(OfflineAgent):
-    def __init__(
-        self,
-        config: BeTBCConfig,
-        observation_space: gym.Space,
-        action_space: gym.Space,
-        device: torch.device,
-        total_steps: int | None = None,
-    ) -> None:
-        super().__init__(config, observation_space, action_space, device, total_steps)
-        c = config
-        obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
-        self.policy = BinnedPolicy(obs_dim, act_dim, c.num_bins, c.hidden).to(self.device)
-        self.opt = self.adam(self.policy.parameters(), lr=c.learning_rate)
-        self.parts |= {"policy": self.policy, "opt": self.opt}
-        self._loss = self.maybe_compile(self._loss)
+class BeTBC(BC):
+    """``bc``'s action scaling, optimiser and update with binned actions: k-means bins fitted in
+    ``prepare``, acting on a bin plus its offset, the focal + offset loss."""
+
+    config: BeTBCConfig
+
+    def build_policy(self, obs_dim: int, act_dim: int) -> nn.Module:
+        return BinnedPolicy(obs_dim, act_dim, self.config.num_bins, self.config.hidden)
 
     def prepare(self, dataset: OfflineDataset) -> None:
         super().prepare(dataset)
@@ -181,14 +172,6 @@ class BeTBC(OfflineAgent):
             "bet/bin_accuracy": (logits.argmax(-1) == bins).float().mean().detach(),
         }
         return loss, metrics
-
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        loss, metrics = self._loss(batch)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.num_updates += 1
-        return metrics
 
 
 register(

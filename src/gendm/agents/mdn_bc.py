@@ -23,13 +23,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import gymnasium as gym
 import torch
 from torch import nn
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
+from gendm.agents.base import AlgoSpec, OfflineConfig, register
+from gendm.agents.bc import BC
 from gendm.core.config import check
-from gendm.data.replay import Batch
 from gendm.nn import mlp
 
 
@@ -97,45 +96,15 @@ class MixturePolicy(nn.Module):
         return mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
 
 
-class MDNBC(OfflineAgent):
-    def __init__(
-        self,
-        config: MDNBCConfig,
-        observation_space: gym.Space,
-        action_space: gym.Space,
-        device: torch.device,
-        total_steps: int | None = None,
-    ) -> None:
-        super().__init__(config, observation_space, action_space, device, total_steps)
-        c = config
-        obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
-        self.policy = MixturePolicy(
-            obs_dim, act_dim, c.num_components, c.hidden, c.log_std_min, c.log_std_max
-        )
-        self.policy.to(self.device)
-        self.opt = self.adam(self.policy.parameters(), lr=c.learning_rate)
-        self.parts |= {"policy": self.policy, "opt": self.opt}
-        self._loss = self.maybe_compile(self._loss)
+class MDNBC(BC):
+    """``bc`` with the mixture policy: the same action scaling, loss (the policy's NLL), optimiser and
+    update; ``MixturePolicy.act`` / ``log_prob`` supply the mixture's acting and likelihood."""
 
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        action = self.policy.act(self.obs_norm(obs), deterministic)
-        return action.clamp(-1, 1) * self.action_scale + self.action_bias
+    config: MDNBCConfig
 
-    def _loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with self.autocast():
-            actions = (batch.actions - self.action_bias) / self.action_scale
-            loss = -self.policy.log_prob(self.obs_norm(batch.obs), actions).mean()
-        return loss, {"losses/nll": loss.detach()}
-
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        loss, metrics = self._loss(batch)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.num_updates += 1
-        return metrics
+    def build_policy(self, obs_dim: int, act_dim: int) -> nn.Module:
+        c = self.config
+        return MixturePolicy(obs_dim, act_dim, c.num_components, c.hidden, c.log_std_min, c.log_std_max)
 
 
 register(
