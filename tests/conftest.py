@@ -1,5 +1,6 @@
 import os
 
+import minari
 import pytest
 import torch
 
@@ -33,3 +34,21 @@ BF16_PATHS = [
 def bf16_path(request):
     with force_native_bf16(request.param):
         yield "portable" if request.param is False else "native"
+
+
+def minari_episode_buffers(env, episodes):
+    """Episodes as minari's EpisodeBuffers (what its DataCollector records), without jax."""
+    env.action_space.seed(0)
+    buffers = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=ep)
+        steps = {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+        done = False
+        while not done:
+            action = env.action_space.sample()
+            obs, reward, term, trunc, _ = env.step(action)
+            for key, value in zip(steps, (obs, action, reward, term, trunc)):
+                steps[key].append(value)
+            done = term or trunc
+        buffers.append(minari.data_collector.EpisodeBuffer(id=ep, seed=ep, **steps))
+    return buffers

@@ -11,6 +11,7 @@ import minari
 import numpy as np
 import pytest
 import torch
+from conftest import minari_episode_buffers
 
 import gendm
 from gendm.cli import main
@@ -108,21 +109,8 @@ def test_gendm_to_minari_and_back(root):
 
 def test_minari_written_dataset_loads(root):
     """Episodes stepped like minari's DataCollector records them (lists of Python values), written by
-    minari's own create_dataset_from_buffers (the DataCollector itself needs jax, not installed)."""
-    env = gym.make("CartPole-v1")
-    env.action_space.seed(0)
-    buffers = []
-    for ep in range(4):
-        obs, _ = env.reset(seed=ep)
-        steps = {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
-        done = False
-        while not done:
-            action = env.action_space.sample()
-            obs, reward, term, trunc, _ = env.step(action)
-            for key, value in zip(steps, (obs, action, reward, term, trunc)):
-                steps[key].append(value)
-            done = term or trunc
-        buffers.append(minari.data_collector.EpisodeBuffer(id=ep, seed=ep, **steps))
+    minari's own create_dataset_from_buffers (no jax needed; test_offline drives the DataCollector)."""
+    buffers = minari_episode_buffers(gym.make("CartPole-v1"), 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # minari warns about every missing optional field
         m = minari.create_dataset_from_buffers("test/cartpole/random-v0", buffers, env="CartPole-v1")

@@ -9,6 +9,7 @@ import minari
 import numpy as np
 import pytest
 import torch
+from conftest import minari_episode_buffers
 
 from gendm.agents.bc import BC, BCConfig
 from gendm.bench.reporting import task_reference
@@ -212,24 +213,6 @@ def _random_episodes(env, episodes):
                 break
 
 
-def _buffers(env, episodes):
-    """Episodes as minari's EpisodeBuffers (what its DataCollector records), without jax."""
-    env.action_space.seed(0)
-    buffers = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=ep)
-        steps = {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
-        done = False
-        while not done:
-            action = env.action_space.sample()
-            obs, reward, term, trunc, _ = env.step(action)
-            for key, value in zip(steps, (obs, action, reward, term, trunc)):
-                steps[key].append(value)
-            done = term or trunc
-        buffers.append(minari.data_collector.EpisodeBuffer(id=ep, seed=ep, **steps))
-    return buffers
-
-
 def _tiny_run(tmp_path, dataset, name="run"):
     overrides = {"hidden": (16,), "batch_size": 16}
     run = dict(steps=5, eval_every=5, eval_episodes=2, out_dir=tmp_path / name, overrides=overrides)
@@ -271,7 +254,7 @@ def test_offline_prefers_the_eval_env_spec_and_gendm_copies_keep_the_spec(tmp_pa
         warnings.simplefilter("ignore")
         minari.create_dataset_from_buffers(
             "test/pendulum/buffers-v0",
-            _buffers(collect_env, 3),
+            minari_episode_buffers(collect_env, 3),
             env=collect_env,
             eval_env=gym.make("Pendulum-v1", max_episode_steps=40),
         )
