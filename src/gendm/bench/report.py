@@ -587,7 +587,7 @@ def _section_compute(ctx: _Ctx) -> None:
     doc.para(
         "Per completed run: mean ± sample std over seeds; peak RSS is the maximum over seeds. Steps per "
         "second divide by training time (evaluation and checkpoints excluded) when recorded, else by "
-        "wall-clock. Precision is what each run's update precision resolved to on its device "
+        "wall-clock. Precision is what each run's update precision resolved to on the run's device "
         "(`auto`: bf16 only where the device computes it natively)."
     )
     rows = []
