@@ -48,8 +48,9 @@ def test_cpu_flags_agree_with_proc_cpuinfo():
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     flags = set(next(ln for ln in lines if ln.startswith("flags")).split(":", 1)[1].split())
     model = next(ln for ln in lines if ln.startswith("model name")).split(":", 1)[1].strip()
+    family = next(ln for ln in lines if ln.startswith("cpu family")).split(":", 1)[1].strip()
     cpu = provenance()["cpu"]
-    assert cpu["model"] == model
+    assert cpu["model"] == model and cpu["family"] == family
     assert cpu["flags"] == {f: f in flags for f in CPU_FLAGS}
 
 

@@ -59,6 +59,7 @@ def provenance(threads: int | None = None) -> dict[str, Any]:
         },
         "cpu": {
             "model": model,
+            **cpu_id(),
             "flags": {f: f in flags for f in CPU_FLAGS} if flags else {},
             "cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -112,6 +113,21 @@ def package_versions() -> dict[str, str]:
 
 def cpu_info() -> tuple[str, set[str]]:
     """(model name, feature flags) from /proc/cpuinfo, else lscpu, else ``platform.processor()``."""
+    fields = _cpu_fields()
+    model = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+    return model, set(fields.get("flags", "").split())
+
+
+def cpu_id() -> dict[str, str | None]:
+    """Vendor, family, model number and stepping: what tells CPU generations apart where the model
+    name does not (a VM's "AMD EPYC" may be any Zen generation)."""
+    fields = _cpu_fields()
+    keys = {"vendor": "vendor_id", "family": "cpu family", "model_number": "model", "stepping": "stepping"}
+    return {name: fields.get(key) for name, key in keys.items()}
+
+
+def _cpu_fields() -> dict[str, str]:
+    """The first value of each field of /proc/cpuinfo (else of lscpu), keys lower-cased."""
     text = ""
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -124,8 +140,7 @@ def cpu_info() -> tuple[str, set[str]]:
         key = key.strip().lower()
         if sep and key not in fields:
             fields[key] = value.strip()
-    model = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
-    return model, set(fields.get("flags", "").split())
+    return fields
 
 
 def _torch_cpu(threads: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +158,8 @@ def _torch_cpu(threads: dict[str, Any]) -> dict[str, Any]:
     except ImportError:
         native = None
     probe = getattr(torch.backends.mkldnn, "is_bf16_supported", None)  # absent from some torch versions
+    if probe is None and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"):
+        probe = torch.ops.mkldnn._is_mkldnn_bf16_supported  # oneDNN's own bf16 check (AVX-512 core)
     return {
         "torch_capability": torch.backends.cpu.get_cpu_capability(),
         "mkldnn_bf16": bool(probe()) if probe else None,
