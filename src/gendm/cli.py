@@ -4,11 +4,11 @@ shows its default."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from gendm.core.errors import ConfigError, GendmError
+from gendm.core.atomic import check_out_dir
+from gendm.core.errors import GendmError
 
 EPILOG_TRAIN = "Algorithm options: `gendm train ALGO --help` lists ALGO's config fields for --set."
 
@@ -182,32 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _check_out_dir(out: Path, kind: str) -> None:
-    """Refuse an --out that cannot be a writable directory: a file, a file above it, no permission."""
-    for path in (out, *out.parents):
-        if not path.exists():
-            continue
-        if not path.is_dir():
-            what = "is a file" if path == out else f"cannot be created: {path} is a file"
-            raise ConfigError(
-                f"--out {out} {what}, not a {kind} directory. Choose another --out (a directory that does "
-                "not exist yet is created)."
-            )
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ConfigError(f"--out {out}: {path} is not writable. Choose another --out.")
-        return
-
-
-def _check_train_numbers(args: argparse.Namespace) -> None:
-    """Flags that would fail deep inside a run (the loop itself checks steps and evaluation)."""
-    from gendm.bench.spec import MAX_SEED
-
-    if not 0 <= args.seed <= MAX_SEED:
-        raise ConfigError(f"--seed must be in 0..{MAX_SEED} (seeds every random source), got {args.seed}.")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}; leave it unset for torch's choice.")
-
-
 def _run_train(settings) -> dict:
     """``train(settings)``; an unreadable checkpoint in --out says how to start the run over."""
     from gendm.core.checkpoint import CorruptCheckpointError
@@ -230,8 +204,6 @@ def _train(args: argparse.Namespace) -> int:
 
     source = args.env or args.dataset or "no-env"
     out = args.out or Path("runs") / f"{args.algo}-{source.strip('/').replace('/', '_')}-s{args.seed}"
-    _check_out_dir(out, "run")
-    _check_train_numbers(args)
     summary = _run_train(
         TrainSettings(
             args.algo,
@@ -278,7 +250,7 @@ def _bench(args: argparse.Namespace) -> int:
     from gendm.bench.runner import run_bench
     from gendm.bench.spec import load_spec
 
-    _check_out_dir(args.out, "benchmark")
+    check_out_dir(args.out, "benchmark")
     spec = load_spec(args.spec)
     for reason in spec.skipped:
         print(f"skipped: {reason}")

@@ -52,6 +52,7 @@ import gymnasium as gym
 from gendm.agents import ALGOS
 from gendm.core.config import apply_overrides, to_dict
 from gendm.core.errors import GendmError, SpecError, suggest
+from gendm.core.seeding import MAX_SEED
 from gendm.envs import check_env_id
 from gendm.envs.references import SUITES
 from gendm.envs.text_registry import is_game_file
@@ -194,7 +195,6 @@ def _positive(value: int, where: str) -> int:
     return value
 
 
-MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (``seed_everything``) takes 0 .. 2**32 - 1
 
 
 def _seeds(value: Any, where: str) -> list[int]:

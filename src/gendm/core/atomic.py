@@ -41,3 +41,22 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def check_out_dir(out: Path, kind: str) -> None:
+    """Refuse an output directory that cannot be a writable directory (a file, a file above it, no
+    permission) with a ``ConfigError`` naming ``--out``, before any work is done."""
+    from gendm.core.errors import ConfigError
+
+    for path in (out, *out.parents):
+        if not path.exists():
+            continue
+        if not path.is_dir():
+            what = "is a file" if path == out else f"cannot be created: {path} is a file"
+            raise ConfigError(
+                f"--out {out} {what}, not a {kind} directory. Choose another --out (a directory that does "
+                "not exist yet is created)."
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {out}: {path} is not writable. Choose another --out.")
+        return

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding takes 0 .. 2**32 - 1
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) with ``seed``."""

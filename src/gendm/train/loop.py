@@ -28,12 +28,13 @@ from tqdm.auto import tqdm
 
 import gendm
 from gendm.agents.base import Agent, AlgoSpec
-from gendm.core.atomic import atomic_write_json
+from gendm.core.atomic import atomic_write_json, check_out_dir
 from gendm.core.checkpoint import find_checkpoint_dir, load_checkpoint, save_checkpoint_dir
 from gendm.core.config import to_dict
 from gendm.core.device import flush_denormals
 from gendm.core.errors import CheckpointError, ConfigError, TrainingDivergedError
 from gendm.core.provenance import provenance
+from gendm.core.seeding import MAX_SEED
 from gendm.train.evaluate import evaluate_episodes
 from gendm.train.logger import MetricLogger
 
@@ -75,6 +76,15 @@ class TrainSettings:
         for name in ("steps", "eval_every", "eval_episodes", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(
+                f"--seed must be in 0..{MAX_SEED} (seeds every random source), got {self.seed}."
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(
+                f"--threads must be >= 1, got {self.threads}; leave it unset for torch's choice."
+            )
+        check_out_dir(self.out_dir, "run")
 
 
 class Trainer:
