@@ -70,7 +70,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
 
     from gendm.rewards import register_captioned
     from gendm.train.intrinsic import IntrinsicTrainer
-    from gendm.train.loop import TrainSettings
+    from gendm.train.trainer import TrainSettings
 
     torch.set_num_threads(1)
     env_id = register_captioned(TASKS.get(task, task))

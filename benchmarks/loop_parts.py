@@ -4,7 +4,9 @@ transition from numpy arrays, ``ReplayBuffer.sample(256)``, ``SAC.act`` on one o
 ``SAC.update`` (fp32 and bf16) including its ``sample``. Best of ``--rounds`` rounds, in microseconds.
 
 Run it against an older checkout to compare (``PYTHONPATH=<old>/src``); inside a training loop every
-part costs more (colder caches), so these are lower bounds, for A/B comparisons.
+part costs more (colder caches), so these are lower bounds, for A/B comparisons. ``--set`` changes the
+SAC config (e.g. ``--set update=reference`` times the autograd reference update instead of the
+hand-derived one that ``update=auto`` picks here).
 
     python benchmarks/loop_parts.py --out benchmarks/results/loop_parts.json
 """
@@ -23,6 +25,7 @@ import torch
 
 import gendm
 from gendm.agents.sac import SAC, SACConfig
+from gendm.core.config import apply_overrides
 from gendm.data import ReplayBuffer
 
 OBS, ACT, BATCH = 17, 6, 256
@@ -45,6 +48,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="timed rounds; the best counts (default 5)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a SACConfig override")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
@@ -63,7 +67,8 @@ def main() -> None:
     }
     obs_t = torch.as_tensor(obs)
     for precision in ("fp32", "bf16"):
-        agent = SAC(SACConfig(precision=precision), obs_space, act_space, torch.device("cpu"))
+        config = apply_overrides(SACConfig(precision=precision), a.set)
+        agent = SAC(config, obs_space, act_space, torch.device("cpu"))
         if precision == "fp32":
             results["sac_act_us"] = best_us(lambda agent=agent: agent.act(obs_t), 3000, a.rounds)
         results[f"sac_update_{precision}_us"] = best_us(
@@ -72,6 +77,8 @@ def main() -> None:
     here = Path(gendm.__file__).parent  # the gendm checkout imported, which may be an older worktree
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here)
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": commit.stdout.strip(), "threads": a.threads}
+    if a.set:
+        record["overrides"] = a.set
     record |= results
     print(json.dumps(record, indent=1))
     if a.out:

@@ -28,9 +28,11 @@ from pathlib import Path
 
 import torch
 
+from gendm.agents.loading import checkpoint_policy
 from gendm.core.config import parse_assignments
 from gendm.data.collect import collect, find_checkpoint, replay_buffer_dataset
-from gendm.data.dataset import OfflineDataset, dataset_root, load_dataset, save_dataset
+from gendm.data.dataset import OfflineDataset
+from gendm.data.minari_io import dataset_root, load_dataset, save_dataset
 from gendm.envs.references import reference
 from gendm.train import TrainSettings, train
 
@@ -115,15 +117,16 @@ def main(argv: list[str] | None = None) -> dict[str, OfflineDataset]:
         return (dataset_root(a.root) / ids(kind) / "data" / "metadata.json").is_file()
 
     def rollouts(policy: str, noise: float, seed: int) -> OfflineDataset:
+        act, info = (policy, None) if policy == "random" else checkpoint_policy(policy, a.device, a.env)
         return collect(
             a.env,
-            policy,
+            act,
             steps=a.dataset_steps,
             noise=noise,
             seed=seed,
             progress=not a.no_progress,
             command=command,
-            device=a.device,
+            policy_info=info,
         )
 
     builders = {

@@ -18,9 +18,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from gendm.agents import ALGOS
 from gendm.agents.critics import IQLCritic
 from gendm.data.replay import Batch
+from gendm.train import all_methods
 
 OBS, ACT, BATCH = 11, 3, 256
 DEVICE = torch.device("cpu")  # --device sets it
@@ -53,10 +53,10 @@ class CriticOnly:
 def make(algo: str, overrides: dict):
     if algo == "vgps":
         return CriticOnly()
-    spec = ALGOS.get(algo)
+    spec = all_methods().get(algo)
     obs_space = gym.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
     act_space = gym.spaces.Box(-1, 1, (ACT,), np.float32)
-    return spec.agent_cls(spec.config_cls(**overrides), obs_space, act_space, DEVICE, 1_000_000)
+    return spec.builder(spec.config_cls(**overrides), obs_space, act_space, DEVICE, 1_000_000)
 
 
 def steps_per_s(agent, seconds: float, gen: torch.Generator) -> float:

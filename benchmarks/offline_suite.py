@@ -25,7 +25,7 @@ variant of an algorithm is paired with every d3rlpy variant of it.
 
 Resumable: every finished run is appended to ``--log`` (default: ``--out`` with ``.jsonl``); rerunning
 the same command runs only the pairs not yet recorded (an interrupted pair is rerun whole). Missing
-gendm methods (not in ``gendm.agents.ALGOS``), a gendm CLI without ``--dataset`` and missing datasets
+gendm methods (not in ``gendm.train.all_methods()``), a gendm CLI without ``--dataset`` and missing datasets
 are skipped with a printed reason.
 
 Output: ``--out`` (``benchmarks/results/offline_suite.json``: provenance, per-(method, dataset, seed)
@@ -103,10 +103,10 @@ def gendm_capabilities(py: str) -> tuple[set[str], bool, str]:
     """(registered gendm algorithms, whether `gendm train` takes --dataset, a reason if unusable)."""
     code = (
         "import json, subprocess, sys\n"
-        "from gendm.agents import ALGOS\n"
+        "from gendm.train import all_methods\n"
         "h = subprocess.run([sys.executable, '-m', 'gendm.cli', 'train', '--help'], capture_output=True,"
         " text=True).stdout\n"
-        "print(json.dumps({'algos': list(ALGOS), 'dataset': '--dataset' in h}))\n"
+        "print(json.dumps({'algos': list(all_methods()), 'dataset': '--dataset' in h}))\n"
     )
     out = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
@@ -417,7 +417,8 @@ def make_tiny(root: Path, env_id: str = "Hopper-v5", transitions: int = 20_000, 
     truncations occur). Returns its id."""
     import gymnasium as gym
 
-    from gendm.data.dataset import OfflineDataset, save_dataset
+    from gendm.data.dataset import OfflineDataset
+    from gendm.data.minari_io import save_dataset
 
     name = env_id.split("-")[0].lower()
     dataset_id = f"gendm-test/{name}/tiny-v0"

@@ -138,7 +138,7 @@ def run_gendm(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides
         )  # fmt: skip
         marks: dict[str, float] = {}
         update, loop = trainer.agent.update, trainer._loop
-        on_policy = trainer.spec.kind != "off_policy"
+        on_policy = trainer.method.family != "off_policy"
 
         def start() -> None:
             marks.update(t0=time.perf_counter(), eval0=trainer.eval_s)
@@ -183,11 +183,11 @@ def run_peer(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
-    from gendm.agents import ALGOS
     from gendm.core.config import apply_overrides, to_dict
     from gendm.envs import make_env
+    from gendm.train import all_methods
     from gendm.train.evaluate import evaluate
-    from gendm.train.online import EVAL_SEED_OFFSET
+    from gendm.train.trainer import EVAL_SEED_OFFSET
 
     if lib == "sbx":
         if algo != "sac":
@@ -201,7 +201,7 @@ def run_peer(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides:
         cls = {"sac": sb3.SAC, "ppo": sb3.PPO}[algo]
     if lib == "sb3-ftz":  # SB3 given the one process flag gendm's loop sets (subnormals as zero)
         torch.set_flush_denormal(True)
-    c = to_dict(apply_overrides(ALGOS.get(algo).config_cls(), overrides))
+    c = to_dict(apply_overrides(all_methods().get(algo).config_cls(), overrides))
     warmup = c["learning_starts"] if algo == "sac" else 0
 
     class LearnPhase(BaseCallback):

@@ -3,21 +3,20 @@ import numpy as np
 import pytest
 import torch
 
-from gendm.agents import ALGOS
 from gendm.agents.sac import SquashedGaussianActor
 from gendm.core.config import apply_overrides
 from gendm.core.errors import UnknownNameError
 from gendm.data import ReplayBuffer, RolloutBuffer
-from gendm.train import TrainSettings, train
+from gendm.train import TrainSettings, all_methods, train
 
 ENVS = {"sac": "Pendulum-v1", "td3": "Pendulum-v1", "dqn": "CartPole-v1", "ppo": "CartPole-v1"}
 
 
 def _agent(name, env_id, **overrides):
-    spec = ALGOS.get(name)
+    spec = all_methods().get(name)
     env = gym.make(env_id)
     cfg = apply_overrides(spec.config_cls(), overrides)
-    return spec.agent_cls(
+    return spec.builder(
         cfg, env.observation_space, env.action_space, torch.device("cpu"), total_steps=1000
     ), env
 
@@ -42,7 +41,7 @@ def _batch(agent, env, n=64):
 
 def test_unknown_algorithm_suggests_close_names():
     with pytest.raises(UnknownNameError, match="Did you mean: sac"):
-        ALGOS.get("sca")
+        all_methods().get("sca")
 
 
 @pytest.mark.parametrize("name", ["sac", "td3", "dqn"])

@@ -8,7 +8,7 @@ import json
 import pytest
 from lm_fake_server import FakeOpenAIServer
 
-from gendm.bench.reporting import write_report
+from gendm.bench.report import write_report
 from gendm.bench.runner import run_bench
 from gendm.bench.spec import parse_spec
 from gendm.core.errors import SpecError

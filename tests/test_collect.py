@@ -8,13 +8,14 @@ import gymnasium as gym
 import minari
 import numpy as np
 import pytest
+import torch
 
+from gendm.agents.loading import checkpoint_agent, checkpoint_policy
 from gendm.cli import main
-from gendm.core.checkpoint import load_checkpoint
-from gendm.core.errors import ConfigError, DataError, UnknownNameError
+from gendm.core.checkpoint import load_checkpoint, save_checkpoint
+from gendm.core.errors import CheckpointError, ConfigError, DataError, UnknownNameError
 from gendm.data import load_dataset, save_dataset
 from gendm.data.collect import (
-    checkpoint_policy,
     collect,
     make_perturbation,
     replay_buffer_dataset,
@@ -254,6 +255,38 @@ def test_expert_policies():
     with pytest.raises(UnknownNameError, match=r"Unknown expert policy 'Hopper-v5'.*CartPole-v1"):
         expert_policy("Hopper-v5")
     assert "Pendulum-v1" in EXPERTS
+
+
+def test_collect_rolls_out_a_policy_callable():
+    seen, resets = [], []
+
+    def push_right(obs: np.ndarray) -> np.ndarray:
+        seen.append(obs[0].copy())
+        return np.ones(len(obs), np.int64)
+
+    push_right.reset_episodes = lambda mask: resets.append(mask.copy())
+    info = {"policy": "push-right"}
+    ds = collect("CartPole-v1", push_right, episodes=2, seed=0, progress=False, policy_info=info)
+    assert (ds.actions == 1).all() and ds.num_episodes == 2
+    np.testing.assert_array_equal(np.stack(seen), ds.observations)  # it saw every recorded observation
+    assert len(resets) == 2  # once per episode end
+    assert ds.metadata["provenance"]["policy"] == "push-right"
+    assert "push-right policy" in ds.metadata["description"]
+
+
+def test_only_an_agents_checkpoint_rebuilds_into_a_policy(tmp_path):
+    import gendm.language_agents.methods  # noqa: F401  (registers react, a method that is no agent)
+
+    meta = {"algo": "react", "config": {}, "env_id": "CartPole-v1"}
+    save_checkpoint(tmp_path / "checkpoint", {"agent": {"w": torch.zeros(1)}}, meta)
+    with pytest.raises(CheckpointError, match=r"of a react run \(language_agent\), not of an agent"):
+        checkpoint_agent(tmp_path)
+
+
+def test_collect_takes_no_checkpoint_directory_and_says_how(tmp_path):
+    # data sits below agents: a run directory is rebuilt into a policy by gendm.agents.loading first
+    with pytest.raises(ConfigError, match=r"gendm\.agents\.loading\.checkpoint_policy\("):
+        collect("CartPole-v1", str(tmp_path), episodes=1, progress=False)
 
 
 def test_perturbation():

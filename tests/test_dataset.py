@@ -26,11 +26,11 @@ from gendm.data import (
     TransitionSampler,
     list_datasets,
     load_dataset,
+    minari_io,
     save_dataset,
     validate,
 )
-from gendm.data import dataset as dataset_module
-from gendm.data.dataset import dataset_root, read_metadata
+from gendm.data.minari_io import dataset_root, read_metadata
 from gendm.data.samplers import action_chunk_indices, trajectory_starts
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -160,7 +160,7 @@ def test_save_refuses_existing_and_overwrites_atomically(root, monkeypatch):
         f.create_group("episode_0").create_dataset("rewards", data=ds.rewards[:1])
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(dataset_module, "_write_episodes", crash)
+    monkeypatch.setattr(minari_io, "_write_episodes", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         save_dataset(make_ds(seed=2), "gendm/pendulum/a-v0", overwrite=True)
     with pytest.raises(RuntimeError, match="disk full"):

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from gendm.agents.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig
+from gendm.agents.loading import checkpoint_policy
 from gendm.cli import main
 from gendm.core.checkpoint import load_checkpoint, save_checkpoint_dir
 from gendm.core.errors import ConfigError
 from gendm.data.collect import collect
-from gendm.data.dataset import save_dataset
+from gendm.data.minari_io import save_dataset
 from gendm.train import TrainSettings, train_offline
 
 ENV = "gendm/TwoPathReach-v0"
@@ -210,5 +211,6 @@ def test_collecting_from_a_checkpoint_resets_the_chunk_queue_per_episode(tmp_pat
     fit(tmp_path, "diffusion_policy", expert_data, steps=2, episodes=1, **FAST)
     resets = []
     monkeypatch.setattr(DiffusionPolicy, "reset_episodes", lambda self, mask: resets.append(mask.copy()))
-    data = collect(ENV, str(tmp_path / "diffusion_policy-0"), episodes=3, progress=False)
+    policy, info = checkpoint_policy(tmp_path / "diffusion_policy-0", env_id=ENV)
+    data = collect(ENV, policy, episodes=3, progress=False, policy_info=info)
     assert data.num_episodes == 3 and len(resets) == 3

@@ -50,7 +50,7 @@ def test_parse_string_and_table_forms_agree_and_keep_only_non_defaults():
         ("rnd,coef", "is not key=value"),
         ("lm,batch=many", "batch must be a number"),
         ("lm,chat=maybe", "chat must be true or false"),
-        ("rnd,coef=-1", "coef must be >= 0"),
+        ("rnd,coef=-1", r"Field 'coef': must be >= 0 or None, got -1\.0"),
         ({"coef": 1.0}, "needs a kind"),
     ],
 )
@@ -146,5 +146,5 @@ def test_bench_spec_refuses_bad_intrinsic_fields():
 
 
 def test_settings_validate_their_own_fields():
-    with pytest.raises(ConfigError, match="batch must be >= 1"):
+    with pytest.raises(ConfigError, match="Field 'batch': must be >= 1, got 0"):
         IntrinsicSettings("lm", batch=0)

@@ -291,3 +291,20 @@ def test_parse_many_retries_only_unreadable_items():
     results = parse_many_with_retry(backend, ["p1", "p2", "p3"], LabelParser(LABELS))
     assert [r.value for r in results] == ["positive", "neutral", "negative"]
     assert len(backend.seen) == 4 and backend.seen[3].startswith("p2??")
+
+
+def test_the_parsers_are_one_copy_shared_with_the_text_environments():
+    # The parsers read text without a model, so they sit in gendm.core (the text envs use them below lm);
+    # gendm.lm's parsing API re-exports the same objects, and UNKNOWN stays one singleton across pickling.
+    import pickle
+
+    from gendm.core import parsing as core_parsing
+    from gendm.lm import parsing
+
+    assert parsing.UNKNOWN is core_parsing.UNKNOWN is UNKNOWN
+    assert (parsing.LabelParser, parsing.ActionParser, parsing.ChoiceParser) == (
+        core_parsing.LabelParser,
+        core_parsing.ActionParser,
+        core_parsing.ChoiceParser,
+    )
+    assert pickle.loads(pickle.dumps(UNKNOWN)) is UNKNOWN

@@ -183,19 +183,34 @@ def test_loop_raises_success_on_the_addition_task(tok):
 
 
 def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
+    """LOOP through the one run skeleton (``gendm.train.train``): a run stopped after 2 iterations and
+    rerun to 4 ends as the uninterrupted run, and a checkpoint of another seed is refused."""
     from gendm.core.errors import CheckpointError
-    from gendm.finetune.text_tasks import finetune_addition
+    from gendm.train import TrainSettings, train
 
-    config = LOOPConfig(
-        learning_rate=1e-3, max_new_tokens=2, group_size=4, prompts_per_iteration=4, kl_coef=0.1
-    )
-    settings = {"seed": 0, "pretrain_steps": 30, "eval_every": 2}
-    _, whole = finetune_addition(config, 4, **settings)
-    _, first = finetune_addition(config, 2, checkpoint_dir=tmp_path / "ck", **settings)  # stops after 2
-    _, rest = finetune_addition(config, 4, checkpoint_dir=tmp_path / "ck", **settings)
+    overrides = {
+        "learning_rate": 1e-3,
+        "max_new_tokens": 2,
+        "group_size": 4,
+        "prompts_per_iteration": 4,
+        "kl_coef": 0.1,
+        "pretrain_steps": 30,
+    }
+
+    def run(out, steps, seed=0):
+        settings = TrainSettings(
+            "loop", text_task="addition", steps=steps, eval_every=2, seed=seed, out_dir=tmp_path / out,
+            overrides=overrides, progress=False, tensorboard=False,
+        )  # fmt: skip
+        return train(settings)
+
+    whole = run("whole", 4)
+    first = run("ck", 2)  # stops after 2
+    rest = run("ck", 4)
     assert first["resumed_at"] is None and rest["resumed_at"] == 2
-    for key in ("success_curve", "reward_curve", "optimizer_steps", "completions"):
+    for key in ("success_curve", "reward_curve", "optimizer_steps", "completions", "final_return"):
         assert rest[key] == whole[key], key
+    assert [p["iterations"] for p in rest["curve"]] == [0, 2, 4]
     assert whole["success_curve"][-1][1] != whole["success_curve"][0][1]  # the weights did move
     with pytest.raises(CheckpointError, match=r"different run \(differs in: seed\)"):
-        finetune_addition(config, 4, checkpoint_dir=tmp_path / "ck", **settings | {"seed": 1})
+        run("ck", 4, seed=1)

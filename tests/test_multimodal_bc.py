@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from gendm.agents import ALGOS
 from gendm.agents.bc import BC, BCConfig
 from gendm.agents.bet_bc import BeTBC, BeTBCConfig, kmeans
 from gendm.agents.mdn_bc import MDNBC, MDNBCConfig
@@ -17,7 +16,9 @@ from gendm.cli import main
 from gendm.core.config import apply_overrides
 from gendm.core.errors import ConfigError
 from gendm.data.collect import collect
-from gendm.data.dataset import OfflineDataset, save_dataset
+from gendm.data.dataset import OfflineDataset
+from gendm.data.minari_io import save_dataset
+from gendm.train import all_methods
 
 MODE = 0.7
 OBS_SPACE = gym.spaces.Box(-1, 1, (1,), np.float32)
@@ -152,10 +153,10 @@ def test_checkpoint_roundtrip_gives_identical_actions(trained, algo):
 @pytest.mark.parametrize("algo", ["mdn_bc", "bet_bc"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_update_returns_detached_scalars_and_changes_parameters(bimodal, algo, precision):
-    spec = ALGOS.get(algo)
-    assert spec.kind == "offline" and spec.action_spaces == ("box",)
+    spec = all_methods().get(algo)
+    assert spec.family == "offline" and spec.action_spaces == ("box",)
     config = spec.config_cls(hidden=(16, 16), batch_size=32, precision=precision, normalize_obs=True)
-    agent = spec.agent_cls(config, OBS_SPACE, ACT_SPACE, CPU, 100)
+    agent = spec.builder(config, OBS_SPACE, ACT_SPACE, CPU, 100)
     agent.prepare(bimodal)
     assert agent.obs_norm.std.item() == pytest.approx(bimodal.observations.std() + 1e-3, rel=1e-4)
     params = [p for m in agent.modules() for p in m.parameters()]
@@ -181,9 +182,9 @@ def test_update_returns_detached_scalars_and_changes_parameters(bimodal, algo, p
 )
 def test_bad_config_values_raise_config_errors_naming_the_field(algo, field, value):
     with pytest.raises(ConfigError, match=field):
-        ALGOS.get(algo).config_cls(**{field: value})
+        all_methods().get(algo).config_cls(**{field: value})
     with pytest.raises(ConfigError, match=field):
-        apply_overrides(ALGOS.get(algo).config_cls(), [f"{field}={value}"])
+        apply_overrides(all_methods().get(algo).config_cls(), [f"{field}={value}"])
 
 
 def test_more_bins_than_actions_is_refused_naming_the_field(bimodal):

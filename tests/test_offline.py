@@ -12,7 +12,7 @@ import torch
 from conftest import minari_episode_buffers
 
 from gendm.agents.bc import BC, BCConfig
-from gendm.bench.reporting import task_reference
+from gendm.bench.report import task_reference
 from gendm.bench.spec import parse_spec
 from gendm.bench.store import Store
 from gendm.bench.worker import execute
@@ -20,7 +20,7 @@ from gendm.cli import main
 from gendm.core.checkpoint import find_checkpoint_dir, load_checkpoint
 from gendm.core.errors import CheckpointError, ConfigError, DataError, SpecError, TrainingDivergedError
 from gendm.data.collect import collect
-from gendm.data.dataset import load_dataset, save_dataset
+from gendm.data.minari_io import load_dataset, save_dataset
 from gendm.envs import make_env
 from gendm.envs.experts import expert_policy
 from gendm.envs.multimodal import OBSTACLE_RADIUS, TwoPathExpert

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from gendm.agents import ALGOS
 from gendm.agents.iql import IQL, IQLConfig
 from gendm.core.errors import ConfigError
 from gendm.data.collect import steps_to_dataset
 from gendm.envs import make_env
 from gendm.envs.multimodal import TwoPathExpert
-from gendm.train import TrainSettings, train_offline
+from gendm.train import TrainSettings, all_methods, train_offline
 
 ENV = "gendm/TwoPathReach-v0"
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
@@ -115,8 +114,8 @@ def test_iql_exposes_its_critic_and_scales_returns(random_reach_data):
 
 @pytest.mark.parametrize("algo", ["bc", "iql", "td3bc"])
 def test_offline_algorithms_are_registered_with_cited_defaults(algo):
-    spec = ALGOS.get(algo)
-    assert spec.kind == "offline" and spec.action_spaces == ("box",)
+    spec = all_methods().get(algo)
+    assert spec.family == "offline" and spec.action_spaces == ("box",)
     with pytest.raises(ConfigError, match="batch_size"):
         spec.config_cls(batch_size=0)
 
@@ -137,9 +136,9 @@ def test_defaults_match_d3rlpy():
 def test_update_changes_parameters_and_state_roundtrips(random_reach_data, algo, precision):
     env = make_env("gendm-test/Reach1D-v0", 1)
     spaces = env.single_observation_space, env.single_action_space
-    spec = ALGOS.get(algo)
+    spec = all_methods().get(algo)
     config = spec.config_cls(hidden=(16, 16), batch_size=32, precision=precision, normalize_obs=True)
-    agent = spec.agent_cls(config, *spaces, torch.device("cpu"), 100)
+    agent = spec.builder(config, *spaces, torch.device("cpu"), 100)
     agent.prepare(random_reach_data)
     assert agent.obs_norm.std.item() == pytest.approx(random_reach_data.observations.std() + 1e-3, rel=1e-4)
     before = [p.detach().clone() for m in agent.modules() for p in m.parameters()]
@@ -149,7 +148,7 @@ def test_update_changes_parameters_and_state_roundtrips(random_reach_data, algo,
         assert metrics and all(torch.isfinite(v) for v in metrics.values())
     after = [p for m in agent.modules() for p in m.parameters()]
     assert any(not torch.equal(b, a) for b, a in zip(before, after))
-    clone = spec.agent_cls(config, *spaces, torch.device("cpu"), 100)
+    clone = spec.builder(config, *spaces, torch.device("cpu"), 100)
     clone.load_state_dict(agent.state_dict())
     obs = torch.linspace(-1, 1, 7)[:, None]
     action = agent.act(obs, deterministic=True)

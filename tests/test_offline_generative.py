@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from gendm.agents import ALGOS
 from gendm.agents.critics import IQLCritic, expectile_loss, return_scale_factor
+from gendm.agents.loading import checkpoint_agent
 from gendm.cli import main
 from gendm.core.errors import ConfigError
-from gendm.data.collect import checkpoint_agent, steps_to_dataset
-from gendm.data.dataset import save_dataset
+from gendm.data.collect import steps_to_dataset
+from gendm.data.minari_io import save_dataset
 from gendm.generative import GaussianDiffusion
 from gendm.generative.diffusion import vp_alphas_cumprod
-from gendm.train import TrainSettings, train_offline
+from gendm.train import TrainSettings, all_methods, train_offline
 from gendm.train.offline import OfflineTrainer
 
 ENV = "gendm-test/Bandit-v0"
@@ -148,7 +148,7 @@ def test_selected_actions_beat_the_proposals_and_the_data(trained, data, algo):
     torch.manual_seed(0)
     greedy_actions = agent.act(obs)
     greedy = float(reward(obs, greedy_actions).mean())
-    agent.config.selector = ALGOS.get(algo).config_cls().selector
+    agent.config.selector = all_methods().get(algo).config_cls().selector
     assert agent.q_value(obs, greedy_actions).mean() > agent.q_value(obs, proposals).mean()
     if algo == "idql":
         assert agent.q_value(obs, selected).mean() > agent.q_value(obs, proposals).mean()
@@ -173,8 +173,8 @@ def test_idql_selectors_trade_greed_for_spread(trained):
 @pytest.mark.parametrize("algo", ["idql", "diffusion_ql"])
 def test_checkpoint_round_trip_reproduces_actions(trained, data, algo):
     _, agent, _ = trained[algo]
-    spec = ALGOS.get(algo)
-    clone = spec.agent_cls(agent.config, Bandit.observation_space, Bandit.action_space, DEVICE, 10)
+    spec = all_methods().get(algo)
+    clone = spec.builder(agent.config, Bandit.observation_space, Bandit.action_space, DEVICE, 10)
     clone.load_state_dict(agent.state_dict())
     obs = torch.linspace(-1, 1, 9)[:, None]
     torch.manual_seed(3)
@@ -188,10 +188,10 @@ def test_checkpoint_round_trip_reproduces_actions(trained, data, algo):
 
 @pytest.mark.parametrize("algo", ["idql", "diffusion_ql"])
 def test_bf16_updates_and_the_optional_paths_run(data, algo):
-    spec = ALGOS.get(algo)
+    spec = all_methods().get(algo)
     extra = {"max_q_backup": True} if algo == "diffusion_ql" else {"selector": "expectile"}
     config = spec.config_cls(**TINY[algo], batch_size=16, precision="bf16", **extra)
-    agent = spec.agent_cls(config, Bandit.observation_space, Bandit.action_space, DEVICE, 10)
+    agent = spec.builder(config, Bandit.observation_space, Bandit.action_space, DEVICE, 10)
     before = {n: p.detach().clone() for n, p in agent.actor.named_parameters()}
     for _ in range(2):
         metrics = agent.update(agent.make_sampler(data, DEVICE, 0).sample(16))
@@ -203,8 +203,8 @@ def test_bf16_updates_and_the_optional_paths_run(data, algo):
 def test_diffusion_ql_q_term_trains_the_policy_and_not_the_critic(data):
     """One backward for both losses: the Q term reaches the policy through the reverse chain, and
     reaches the critic not at all (its Q goes through detached critic weights)."""
-    spec = ALGOS.get("diffusion_ql")
-    agent = spec.agent_cls(
+    spec = all_methods().get("diffusion_ql")
+    agent = spec.builder(
         spec.config_cls(**TINY["diffusion_ql"]), Bandit.observation_space, Bandit.action_space, DEVICE
     )
     batch = agent.make_sampler(data, DEVICE, 0).sample(32)
@@ -221,7 +221,7 @@ def test_diffusion_ql_q_term_trains_the_policy_and_not_the_critic(data):
 
 
 def test_configs_cite_the_papers_defaults_and_validate():
-    idql, dql, vgps = (ALGOS.get(a).config_cls() for a in ("idql", "diffusion_ql", "vgps"))
+    idql, dql, vgps = (all_methods().get(a).config_cls() for a in ("idql", "diffusion_ql", "vgps"))
     assert (idql.diffusion_steps, idql.schedule, idql.expectile, idql.denoiser_depth) == (5, "vp", 0.7, 3)
     assert (idql.denoiser_dropout, idql.ema_decay, idql.num_candidates, idql.selector) == (
         0.1,
@@ -249,8 +249,8 @@ def test_configs_cite_the_papers_defaults_and_validate():
         ("vgps", "tau", 0.0),
     ]:
         with pytest.raises(ConfigError, match=field):
-            ALGOS.get(algo).config_cls(**{field: value})
-    assert all(ALGOS.get(a).kind == "offline" for a in ("idql", "diffusion_ql", "vgps"))
+            all_methods().get(algo).config_cls(**{field: value})
+    assert all(all_methods().get(a).family == "offline" for a in ("idql", "diffusion_ql", "vgps"))
 
 
 # ------------------------------------------------------------------------------------------ V-GPS
@@ -328,11 +328,11 @@ def test_cli_trains_each_method_on_a_named_dataset(tmp_path, monkeypatch, data, 
 
 
 def test_vgps_refuses_a_missing_or_mismatched_policy(tmp_path, data):
-    spec = ALGOS.get("vgps")
+    spec = all_methods().get("vgps")
     with pytest.raises(ConfigError, match="policy"):
-        spec.agent_cls(spec.config_cls(), Bandit.observation_space, Bandit.action_space, DEVICE)
+        spec.builder(spec.config_cls(), Bandit.observation_space, Bandit.action_space, DEVICE)
     with pytest.raises(Exception, match="checkpoint"):
-        spec.agent_cls(
+        spec.builder(
             spec.config_cls(policy=str(tmp_path)), Bandit.observation_space, Bandit.action_space, DEVICE
         )
 

@@ -5,8 +5,11 @@ import re
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from gendm.bench.report import RunRecord, build_report, format_summary_table
+from gendm.bench.report import build_report, format_summary_table, write_report
+from gendm.bench.spec import RunSpec
+from gendm.bench.store import RESULTS_DB, RunRecord, Store
 
 STEPS = [0, 1_000, 2_000, 3_000, 4_000]
 METRICS = ("IQM", "Mean", "Median", "Optimality Gap")
@@ -74,8 +77,11 @@ def test_html_is_self_contained(report):
 def test_summary_schema(report):
     _, s = report
     assert set(s) == {
-        "title", "created", "runs", "scores", "aggregate", "probability_of_improvement",
+        "title", "created", "runs", "scores", "aggregate", "curves", "probability_of_improvement",
         "sample_efficiency", "compute", "normalisation",
+    }  # fmt: skip
+    assert s["curves"]["Hopper"] == {
+        "step_unit": "env_steps", "x_label": "environment steps", "plot": "plots/curves_Hopper.png"
     }  # fmt: skip
     assert s["title"] == "Synthetic benchmark" and "T" in s["created"]
     assert s["runs"] == {"done": 12, "failed": 1}
@@ -192,3 +198,83 @@ def test_report_files_contents_and_ordering(tmp_path):
         "aggregate_intervals.png",
         "performance_profiles.png",
     }
+
+
+# ------------------------------------------------------------------------- step units (the x-axis)
+OFFLINE_TASK, ONLINE_TASK = "test/report/expert-v0", "CartPole-v1"
+
+
+def _bench_dir(tmp_path, tasks=(OFFLINE_TASK, ONLINE_TASK)):
+    """A benchmark directory written through the store as `gendm bench` does: an offline run's summary
+    counts gradient steps (env_steps stays 0), an online run's environment steps."""
+    store = Store(tmp_path / RESULTS_DB)
+    for task in tasks:
+        offline = task == OFFLINE_TASK
+        unit = "grad_steps" if offline else "env_steps"
+        runs = [
+            RunSpec(
+                method="iql" if offline else "ppo",
+                algo="iql" if offline else "ppo",
+                overrides={},
+                config={},
+                task=task,
+                seed=seed,
+                steps=1000,
+                eval_every=500,
+                eval_episodes=2,
+            )
+            for seed in range(2)
+        ]
+        store.add_runs(runs)
+        for run in runs:
+            curve = [{unit: s, "return_mean": 1.0 + s / 100 + run.seed} for s in (0, 500, 1000)]
+            summary = {
+                "status": "ok",
+                "step_unit": unit,
+                "wall_s": 1.0,
+                "final_return": curve[-1]["return_mean"],
+                "env_steps": 0 if offline else 1000,
+                "grad_steps": 1000 if offline else 50,
+                "curve": curve,
+            }
+            store.mark_done(run.run_id, summary)
+    store.close()
+    return tmp_path
+
+
+def test_curve_axis_follows_the_runs_step_unit(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "no_datasets"))
+    out = _bench_dir(tmp_path)
+    summary = write_report(out, reps=200)
+    expected = {
+        OFFLINE_TASK: ("grad_steps", "gradient steps"),
+        ONLINE_TASK: ("env_steps", "environment steps"),
+    }
+    html = (out / "report.html").read_text()
+    for task, (unit, label) in expected.items():
+        entry = summary["curves"][task]
+        assert (entry["step_unit"], entry["x_label"]) == (unit, label)
+        png = Image.open(out / entry["plot"])
+        assert png.text["Description"].startswith(f"x: {label};")  # the label drawn on the PNG's axis
+        assert f'alt="learning curves on {task} against {label}"' in html
+    md = (out / "report.md").read_text()
+    assert "Step budget" in md and "each run's own steps (environment steps / gradient steps)" in md
+
+
+def test_offline_report_counts_budgets_in_gradient_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "no_datasets"))
+    out = _bench_dir(tmp_path, tasks=(OFFLINE_TASK,))
+    summary = write_report(out, reps=200)
+    assert summary["curves"][OFFLINE_TASK]["x_label"] == "gradient steps"
+    efficiency = (out / "report.md").read_text().split("## Sample efficiency")[1].split("## Compute")[0]
+    assert "| Gradient-step budget |" in efficiency and "counted in gradient steps" in efficiency
+    assert "Env-step" not in efficiency and "env steps" not in efficiency
+
+
+def test_store_without_step_units_infers_them(tmp_path):
+    out = _bench_dir(tmp_path)
+    store = Store(out / RESULTS_DB)
+    store.db.execute("UPDATE runs SET step_unit = NULL")  # as a store written before the column existed
+    units = {(r.task, r.step_unit) for r in store.records()}
+    store.close()
+    assert units == {(OFFLINE_TASK, "grad_steps"), (ONLINE_TASK, "env_steps")}

@@ -299,7 +299,7 @@ def test_wrapper_adds_coef_times_intrinsic_reward_and_reads_final_captions():
 # --------------------------------------------------------------------------------------- PPO
 def _ppo(tmp_path, name, make_source, steps=768):
     from gendm.train.intrinsic import IntrinsicTrainer
-    from gendm.train.loop import TrainSettings
+    from gendm.train.trainer import TrainSettings
 
     s = TrainSettings(
         "ppo",

@@ -3,7 +3,7 @@ import pytest
 from gendm.bench.spec import load_spec, parse_spec
 from gendm.core.errors import SpecError
 from gendm.data.collect import collect
-from gendm.data.dataset import save_dataset
+from gendm.data.minari_io import save_dataset
 
 BASE = {
     "seeds": 2,

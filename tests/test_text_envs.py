@@ -19,6 +19,17 @@ def test_importing_gendm_envs_needs_no_text_extra():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_the_text_env_reads_actions_without_the_lm_package():
+    # envs sit below lm: the action parser comes from gendm.core.parsing, so no language-model code loads
+    pytest.importorskip("minigrid")
+    code = (
+        "import sys, gendm.envs.text_minigrid as t; "
+        "assert t.MiniGridText.parse_action; "
+        "assert 'gendm.lm' not in sys.modules, sorted(m for m in sys.modules if m.startswith('gendm.'))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 # -- MiniGrid / BabyAI as text ----------------------------------------------------------------------
 
 

@@ -117,6 +117,46 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(v.numpy()).all() for v in state["agent"]["actor"].values())
 
 
+class CrashingEnv(gym.Env):
+    """Raises inside ``step`` after ``crash_at`` steps: a run that dies of a bug, not of divergence."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    crash_at = 400
+    steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        CrashingEnv.steps += 1
+        if CrashingEnv.steps > self.crash_at:
+            raise RuntimeError("simulator crashed")
+        return np.zeros(3, np.float32), 0.0, False, False, {}
+
+
+gym.register("gendm-test/Crashing-v0", entry_point=CrashingEnv, max_episode_steps=50)
+
+
+def test_a_crashed_run_is_failed_in_its_summary_not_ok(tmp_path):
+    CrashingEnv.steps = 0
+    settings = _settings(
+        tmp_path,
+        algo="sac",
+        env_id="gendm-test/Crashing-v0",
+        steps=1000,
+        eval_every=200,
+        eval_episodes=1,
+        overrides={"learning_starts": 100, "batch_size": 32},
+    )
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        train(settings)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["final_return"] is None
+    assert summary["error"] == "RuntimeError: simulator crashed"
+
+
 def test_algorithm_and_action_space_mismatch(tmp_path):
     with pytest.raises(ConfigError, match=r"needs a discrete action space.*Algorithms for it: .*sac"):
         train(_settings(tmp_path, env_id="Pendulum-v1"))
@@ -145,13 +185,13 @@ def test_interrupt_saves_a_checkpoint_at_the_current_step(tmp_path, monkeypatch)
 def test_stochastic_evaluation_is_seeded_and_leaves_training_rng_alone():
     import torch
 
-    from gendm.agents import ALGOS
     from gendm.envs import make_env
+    from gendm.train import all_methods
     from gendm.train.evaluate import evaluate_episodes
 
     env = make_env("CartPole-v1", 2, seed=0)
-    spec = ALGOS.get("ppo")
-    agent = spec.agent_cls(spec.config_cls(), env.single_observation_space, env.single_action_space, "cpu")
+    spec = all_methods().get("ppo")
+    agent = spec.builder(spec.config_cls(), env.single_observation_space, env.single_action_space, "cpu")
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
@@ -204,3 +244,64 @@ def test_training_updates_run_with_subnormals_flushed_unless_disabled(tmp_path, 
     assert seen and set(seen) == {enabled}
     assert s["flush_denormals"] is enabled
     assert not _flushes_subnormals()  # the flag does not outlive the run
+
+
+def _interrupted_and_resumed(tmp_path, monkeypatch, at, **kw):
+    """The run of ``_settings(**kw)`` interrupted at env step ``at`` and rerun to its end."""
+    from gendm.train.online import OnlineTrainer
+
+    original = OnlineTrainer._after_env_step
+
+    def interrupt(self):
+        original(self)
+        if self.env_steps == at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(OnlineTrainer, "_after_env_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(_settings(tmp_path, **kw))
+    monkeypatch.setattr(OnlineTrainer, "_after_env_step", original)
+    return train(_settings(tmp_path, **kw))
+
+
+@pytest.mark.parametrize(
+    ("algo", "env_id", "overrides", "steps", "at"),
+    [
+        ("dqn", "CartPole-v1", {"learning_starts": 200}, 1200, 730),  # random warm-up, then epsilon
+        ("ppo", "CartPole-v1", {"num_envs": 2, "num_steps": 64}, 1200, 730),  # mid-rollout
+        ("sac", "Pendulum-v1", {"learning_starts": 200, "batch_size": 32}, 600, 430),
+        ("td3", "Ant-v5", {"learning_starts": 100, "batch_size": 32}, 520, 330),  # MuJoCo
+    ],
+)
+def test_an_interrupted_online_run_resumes_to_exactly_the_uninterrupted_run(
+    tmp_path, monkeypatch, algo, env_id, overrides, steps, at
+):
+    """The training env's exact state (generators, simulator, time limit, episode statistics, the
+    observations and a rollout in progress) is checkpointed, so a resumed run is the same run."""
+    kw = {"algo": algo, "env_id": env_id, "overrides": overrides, "steps": steps}
+    whole = train(_settings(tmp_path / "whole", **kw))
+    resumed = _interrupted_and_resumed(tmp_path / "cut", monkeypatch, at, **kw)
+    keys = ("env_steps", "grad_steps", "return_mean", "return_std")
+    assert [[p[k] for k in keys] for p in resumed["curve"]] == [[p[k] for k in keys] for p in whole["curve"]]
+    a, _ = load_checkpoint(find_checkpoint_dir(tmp_path / "whole" / "checkpoint"))
+    b, _ = load_checkpoint(find_checkpoint_dir(tmp_path / "cut" / "checkpoint"))
+    assert _leaves(a["agent"]) == _leaves(b["agent"])  # every weight and optimiser moment, bit for bit
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _leaves(value, f"{prefix}/{key}").items()}
+    if isinstance(tree, list | tuple):
+        return {k: v for i, value in enumerate(tree) for k, v in _leaves(value, f"{prefix}/{i}").items()}
+    return {prefix: tree.numpy().tobytes() if hasattr(tree, "numpy") else tree}
+
+
+def test_an_env_whose_state_is_not_captured_resumes_by_reseeding_and_says_so(tmp_path, monkeypatch):
+    pytest.importorskip("minigrid")
+    from gendm.envs.captioned import register_captioned
+
+    env_id = register_captioned("MiniGrid-Empty-5x5-v0")
+    kw = {"algo": "ppo", "env_id": env_id, "overrides": {"num_envs": 2, "num_steps": 64}, "steps": 400}
+    with pytest.warns(UserWarning, match="reseeds it and will not equal an uninterrupted run"):
+        resumed = _interrupted_and_resumed(tmp_path, monkeypatch, 200, **kw)
+    assert resumed["status"] == "ok" and resumed["env_steps"] >= 400

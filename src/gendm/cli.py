@@ -22,17 +22,16 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _algo_help(argv: list[str]) -> str:
-    """When ``gendm train ALGO --help`` names a known algorithm, describe its config fields."""
-    from gendm.agents import ALGOS
+    """When ``gendm train ALGO --help`` names a registered method, describe its config fields."""
     from gendm.core.config import describe
+    from gendm.train import all_methods
 
-    names = [a for a in argv if a in ALGOS]
+    methods = all_methods()
+    names = [a for a in argv if a in methods]
     if not names:
         return EPILOG_TRAIN
-    spec = ALGOS.get(names[0])
-    return (
-        f"{spec.name}: {spec.summary}. Config fields (set with --set key=value):\n{describe(spec.config_cls)}"
-    )
+    m = methods.get(names[0])
+    return f"{m.name}: {m.summary}. Config fields (set with --set key=value):\n{describe(m.config_cls)}"
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -50,7 +49,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog=_algo_help(argv) if "train" in argv and ("-h" in argv or "--help" in argv) else EPILOG_TRAIN,
     )
-    t.add_argument("algo", help="algorithm name (see `gendm list algos`)")
+    t.add_argument("algo", help="method name (see `gendm list algos`)")
     t.add_argument(
         "--env",
         default=None,
@@ -62,10 +61,22 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="offline algorithms: dataset id or path to learn from (see `gendm data list`)",
     )
     t.add_argument(
+        "--text-task",
+        default=None,
+        help="fine-tuners of a language model (loop): the text task, e.g. addition",
+    )
+    t.add_argument(
+        "--backend",
+        default=None,
+        help="language methods: the model, hf:/path/to/model-dir or openai:http://host:port/v1#model "
+        "(loop without one: a tiny GPT-2)",
+    )
+    t.add_argument(
         "--steps",
         type=int,
         default=100_000,
-        help="steps to train for: env steps (online algorithms) or gradient steps (offline algorithms)",
+        help="steps to train for: env steps (online algorithms), gradient steps (offline algorithms) "
+        "or iterations (fine-tuners)",
     )
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
@@ -202,13 +213,15 @@ def _train(args: argparse.Namespace) -> int:
     from gendm.core.config import parse_assignments
     from gendm.train import TrainSettings
 
-    source = args.env or args.dataset or "no-env"
+    source = args.env or args.dataset or args.text_task or "no-env"
     out = args.out or Path("runs") / f"{args.algo}-{source.strip('/').replace('/', '_')}-s{args.seed}"
     summary = _run_train(
         TrainSettings(
             args.algo,
             args.env,
             dataset=args.dataset,
+            text_task=args.text_task,
+            backend=args.backend,
             intrinsic=args.intrinsic,
             steps=args.steps,
             seed=args.seed,
@@ -227,6 +240,8 @@ def _train(args: argparse.Namespace) -> int:
         spent = (
             f"after {summary['grad_steps']} gradient steps on {summary['dataset_transitions']} transitions"
         )
+    elif summary["step_unit"] == "iterations":
+        spent = f"after {summary['iterations']} iterations, {summary['grad_steps']} gradient steps"
     else:
         spent = f"after {summary['env_steps']} env steps, {summary['grad_steps']} gradient steps"
     extra = "".join(
@@ -234,9 +249,11 @@ def _train(args: argparse.Namespace) -> int:
         for key, name in (("final_score", "normalised score"), ("success_rate", "success rate"))
         if summary.get(key) is not None
     )
+    std = summary.get("final_return_std")
     print(
-        f"final return (last checkpoint): {summary['final_return']:.2f} ± {summary['final_return_std']:.2f} "
-        f"{spent}, {summary['wall_s']:.1f} s{extra}"
+        f"final return (last checkpoint): {summary['final_return']:.2f}"
+        + (f" ± {std:.2f}" if std is not None else "")
+        + f" {spent}, {summary['wall_s']:.1f} s{extra}"
         + (f", precision {summary['precision']}" if summary.get("precision") else "")
     )
     for warning in summary.get("warnings") or []:
@@ -269,8 +286,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from gendm.bench.report import format_summary_table
-    from gendm.bench.reporting import write_report
+    from gendm.bench.report import format_summary_table, write_report
 
     summary = write_report(args.dir, reps=args.reps)
     print(format_summary_table(summary))
@@ -280,14 +296,17 @@ def _report(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     if args.what == "algos":
-        from gendm.agents import ALGOS
-        from gendm.train.language import LANGUAGE_SUMMARIES
+        from gendm.core.methods import FAMILIES
+        from gendm.train import all_methods
 
-        for name, spec in ALGOS.items():
-            print(f"{name:<8} {spec.kind:<11} actions: {'/'.join(spec.action_spaces):<13} {spec.summary}")
-        print("Language methods (`gendm agent`, `gendm finetune`, or `algo = NAME` in a bench spec):")
-        for name, what in LANGUAGE_SUMMARIES.items():
-            print(f"{name:<8} {what}")
+        methods = all_methods().items()
+        for family, what in FAMILIES.items():
+            members = [(name, m) for name, m in methods if m.family == family]
+            if members:
+                print(f"{family} ({what}):")
+            for name, m in members:
+                actions = f"actions: {'/'.join(m.action_spaces):<13} " if m.action_spaces else ""
+                print(f"  {name:<16} {actions}{m.summary}")
     elif args.what in ("envs", "suites"):
         from gendm.envs.references import REFERENCES, SUITES
 
@@ -369,7 +388,7 @@ def _add_data_parser(sub) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from gendm.data.dataset import (
+    from gendm.data.minari_io import (
         empty_root_message,
         list_datasets,
         load_dataset,
@@ -381,17 +400,22 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "collect":
         from gendm.data.collect import collect
 
+        policy, policy_info = args.policy, None
+        if Path(args.policy).is_dir():  # a training run: its agent is rebuilt by the agents layer
+            from gendm.agents.loading import checkpoint_policy
+
+            policy, policy_info = checkpoint_policy(args.policy, args.device, env_id=args.env)
         ds = collect(
             args.env,
-            args.policy,
+            policy,
             episodes=args.episodes,
             steps=args.steps,
             noise=args.noise,
             epsilon=args.epsilon,
             seed=args.seed,
-            device=args.device,
             progress=not args.no_progress,
             command=_collect_command(args),
+            policy_info=policy_info,
         )
         path = save_dataset(ds, args.out, root=args.root, overwrite=args.overwrite)
         returns = ds.episode_returns()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -145,35 +144,31 @@ def agent(args: argparse.Namespace) -> int:
 
 
 def finetune(args: argparse.Namespace) -> int:
-    from gendm.core.config import apply_overrides, to_dict
-    from gendm.finetune import LOOPConfig
-    from gendm.finetune.text_tasks import TINY_MODEL_DEFAULTS, finetune_addition
+    from gendm.core.config import parse_assignments
+    from gendm.train import TrainSettings, make_trainer
 
-    defaults: dict[str, Any] = {"seed": args.seed}
-    if args.model is None:
-        defaults |= TINY_MODEL_DEFAULTS
-    config = apply_overrides(LOOPConfig(**defaults), args.overrides)
-    out = args.out or Path("runs") / f"finetune-loop-s{args.seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    trainer, summary = finetune_addition(
-        config,
-        args.iterations,
-        args.seed,
-        model_dir=args.model,
-        progress=not args.no_progress,
-        eval_every=args.eval_every,
-        checkpoint_dir=out / "checkpoint",
+    out = args.out or Path("runs") / f"finetune-{args.method}-s{args.seed}"
+    trainer = make_trainer(
+        TrainSettings(
+            args.method,
+            text_task=args.task,
+            backend=f"hf:{args.model}" if args.model else None,
+            steps=args.iterations,
+            eval_every=args.eval_every,
+            seed=args.seed,
+            out_dir=out,
+            overrides=parse_assignments(args.overrides),
+            progress=not args.no_progress,
+        )
     )
+    summary = trainer.run()
     if summary["resumed_at"] is not None:
         print(f"resumed from {out / 'checkpoint'} at iteration {summary['resumed_at']}")
-    trainer.model.save_pretrained(out / "model")
-    trainer.tokenizer.save_pretrained(out / "model")
-    summary["config"] = to_dict(config)
-    atomic_write_json(out / "summary.json", json.loads(json.dumps(summary)))
+    trainer.agent.save(out / "model")
     print(
         f"LOOP on {summary['task']}: success {summary['initial_success']:.3f} -> "
         f"{summary['final_success']:.3f} "
-        f"after {args.iterations} iterations ({summary['loop_s']:.1f} s); model: {out / 'model'}"
+        f"after {summary['iterations']} iterations ({summary['loop_s']:.1f} s); model: {out / 'model'}"
     )
     print(f"summary: {out / 'summary.json'}")
     return 0

@@ -1,4 +1,4 @@
-"""One file per method. Importing this package registers every algorithm in ``ALGOS``."""
+"""One file per method. Importing this package registers every agent in ``gendm.core.methods.METHODS``."""
 
 from gendm.agents import (  # noqa: F401  (registration)
     bc,
@@ -16,6 +16,6 @@ from gendm.agents import (  # noqa: F401  (registration)
     td3bc,
     vgps,
 )
-from gendm.agents.base import ALGOS, Agent, AlgoSpec, BaseConfig, OfflineAgent, OfflineConfig, OffPolicyConfig
+from gendm.agents.base import Agent, BaseConfig, OfflineAgent, OfflineConfig, OffPolicyConfig, agent_method
 
-__all__ = ["ALGOS", "Agent", "AlgoSpec", "BaseConfig", "OffPolicyConfig", "OfflineAgent", "OfflineConfig"]
+__all__ = ["Agent", "BaseConfig", "OffPolicyConfig", "OfflineAgent", "OfflineConfig", "agent_method"]

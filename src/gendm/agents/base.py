@@ -1,4 +1,4 @@
-"""The agent contract, shared config fields, and the algorithm registry.
+"""The agent contract, shared config fields, and the registry entry of an agent (``agent_method``).
 
 An agent is built from ``(config, observation_space, action_space, device, total_steps)`` and offers
 ``act(obs, deterministic)``, ``update(batch) -> dict[str, Tensor]``, ``state_dict()`` and
@@ -11,18 +11,18 @@ Training loops, evaluation and checkpoints live in ``gendm.train``, not here.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from gendm.core.config import check
-from gendm.core.errors import ConfigError
+from gendm.core.config import Config, check, field
+from gendm.core.methods import Method, TaskInfo, space_kind
 from gendm.core.precision import PRECISIONS, resolve_precision
-from gendm.core.registry import Registry
 from gendm.nn import Normalizer
 from gendm.nn.optim import FusedAdam
 
@@ -30,79 +30,61 @@ if TYPE_CHECKING:
     from gendm.data.dataset import OfflineDataset
 
 
+LR_SCHEDULES = ("cosine", "constant")
+"""Learning-rate schedules of the offline agents' ``*lr_schedule`` fields (``OfflineAgent.cosine_lr``)."""
+
+
 @dataclass
-class BaseConfig:
-    gamma: float = 0.99
+class AgentConfig(Config):
+    """Fields every agent's config has, online and offline."""
+
+    gamma: float = field(0.99, ge=0, le=1)
     """Discount factor."""
-    num_envs: int = 1
-    """Parallel training environments (a synchronous vector env)."""
     normalize_obs: bool = False
-    """Normalise observations with running statistics (saved in checkpoints)."""
-    normalize_reward: bool = False
-    """Scale rewards by a running estimate of the discounted return's std."""
+    """Standardise observations: online with running statistics, offline with the dataset's mean and
+    std (fitted once); saved in checkpoints."""
     compile: bool = False
     """Wrap the update step in torch.compile (a cold compile costs ~25 s on CPU)."""
-    precision: str = "fp32"
+    precision: str = field("fp32", choices=PRECISIONS)
     """Update matmul precision: fp32; bf16 (hidden layers in bfloat16 via autocast, or
     ``gendm.nn.fused`` for SAC; output heads, losses and Adam stay fp32; faster only where the device
     computes bf16 natively, see BENCHMARKS.md); or auto (bf16 where native, else fp32)."""
 
-    def __post_init__(self) -> None:
-        check(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
-        check(self.num_envs >= 1, "num_envs", f"must be >= 1, got {self.num_envs}.")
-        check(
-            self.precision in PRECISIONS,
-            "precision",
-            f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.",
-        )
+
+@dataclass
+class BaseConfig(AgentConfig):
+    """Fields shared by agents that learn online."""
+
+    num_envs: int = field(1, ge=1)
+    """Parallel training environments (a synchronous vector env)."""
+    normalize_reward: bool = False
+    """Scale rewards by a running estimate of the discounted return's std."""
 
 
 @dataclass
 class OffPolicyConfig(BaseConfig):
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions."""
-    batch_size: int = 256
+    batch_size: int = field(256, ge=1)
     """Transitions per gradient step."""
-    learning_starts: int = 5_000
+    learning_starts: int = field(5_000, ge=0)
     """Env steps of uniformly random actions before learning starts."""
-    train_freq: int = 1
+    train_freq: int = field(1, ge=1)
     """Env steps (per env) between gradient phases."""
-    gradient_steps: int = 1
+    gradient_steps: int = field(1, ge=1)
     """Gradient steps per gradient phase."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.buffer_size >= self.batch_size, "buffer_size", "must be >= batch_size.")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1.")
-        check(self.learning_starts >= 0, "learning_starts", "must be >= 0.")
-        check(self.train_freq >= 1, "train_freq", "must be >= 1.")
-        check(self.gradient_steps >= 1, "gradient_steps", "must be >= 1.")
 
 
 @dataclass
-class OfflineConfig:
-    """Fields shared by agents that learn from a fixed dataset (``AlgoSpec.kind == "offline"``)."""
+class OfflineConfig(AgentConfig):
+    """Fields shared by agents that learn from a fixed dataset (the ``offline`` family)."""
 
-    gamma: float = 0.99
-    """Discount factor."""
-    batch_size: int = 256
+    batch_size: int = field(256, ge=1)
     """Transitions (or sequences) per gradient step."""
-    normalize_obs: bool = False
-    """Standardise observations with the dataset's mean and std (fitted once, saved with the agent)."""
-    compile: bool = False
-    """Wrap the update step in torch.compile (a cold compile costs ~25 s on CPU)."""
-    precision: str = "fp32"
-    """Update matmul precision: fp32, bf16 (autocast hidden layers to bfloat16; output heads, losses
-    and Adam stay fp32) or auto (bf16 where the device computes it natively, else fp32)."""
-
-    def __post_init__(self) -> None:
-        check(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}.")
-        check(
-            self.precision in PRECISIONS,
-            "precision",
-            f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.",
-        )
 
 
 class Agent:
@@ -195,11 +177,14 @@ class OfflineAgent(Agent):
         if self.config.normalize_obs:
             self.obs_norm.fit(dataset.observations)
 
-    def cosine_lr(self, base_lr: float) -> float:
-        """``base_lr * (1 + cos(pi * progress)) / 2`` over the run's ``total_steps`` (1M when unknown):
-        the actor schedule of IQL's paper and d3rlpy's reproductions, also used by IDQL and Diffusion-QL."""
-        horizon = max(self.total_steps or 1_000_000, 1)
-        return base_lr * 0.5 * (1 + math.cos(math.pi * min(self.num_updates, horizon) / horizon))
+    def cosine_lr(self, base_lr: float, warmup: int = 0) -> float:
+        """``base_lr * (1 + cos(pi * progress)) / 2``, progress going from 0 after ``warmup`` updates to
+        1 at the run's ``total_steps`` (1M when unknown): the actor schedule of IQL's paper and
+        d3rlpy's reproductions (IQL, IDQL, Diffusion-QL) and Diffusion Policy's after its warm-up.
+        Call it once ``num_updates >= warmup``."""
+        horizon = max((self.total_steps or 1_000_000) - warmup, 1)
+        step = self.num_updates - warmup
+        return base_lr * 0.5 * (1 + math.cos(math.pi * min(step, horizon) / horizon))
 
     def make_sampler(self, dataset: OfflineDataset, device: torch.device, seed: int) -> Any:
         """An object whose ``sample(batch_size)`` returns a batch for ``update``: by default uniform
@@ -211,31 +196,46 @@ class OfflineAgent(Agent):
         return TransitionSampler(dataset, device, seed)
 
 
-def box_bounds(space: gym.spaces.Box, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, bias)`` mapping [-1, 1] onto the Box bounds; unbounded Boxes are an error."""
-    low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-    high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
-    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
-        raise ConfigError("This algorithm squashes actions with tanh and needs a bounded Box action space.")
-    return (high - low) / 2, (high + low) / 2
+def agent_method(
+    name: str, family: str, config_cls: type, agent_cls: type, action_spaces: tuple[str, ...], summary: str
+) -> Method:
+    """The registry entry of an agent (``family`` off_policy, on_policy or offline): ``builder`` is the
+    agent class, ``accepts`` the family's rule (online families act in environments, the offline one
+    learns from datasets; both need vector observations and an action space in ``action_spaces``).
+    An agent file ends with ``register_method(agent_method(...))``."""
+    online = family in ONLINE_FAMILIES
+    return Method(
+        name,
+        family,
+        config_cls,
+        agent_cls,
+        summary,
+        accepts=functools.partial(_agent_accepts, online, action_spaces),
+        action_spaces=action_spaces,
+        intrinsic=online,
+    )
 
 
-@dataclass(frozen=True)
-class AlgoSpec:
-    name: str
-    config_cls: type
-    agent_cls: type
-    kind: Literal["off_policy", "on_policy", "offline"]
-    action_spaces: tuple[str, ...]
-    summary: str
-
-    def supports(self, action_space: gym.Space) -> bool:
-        kind = "discrete" if isinstance(action_space, gym.spaces.Discrete) else "box"
-        return kind in self.action_spaces
+ONLINE_FAMILIES = ("off_policy", "on_policy")
+"""Agent families that learn from their own interaction with an environment."""
 
 
-ALGOS: Registry[AlgoSpec] = Registry("algorithm", hint="List them with `gendm list algos`.")
+def _agent_accepts(online: bool, action_spaces: tuple[str, ...], task: TaskInfo) -> str | None:
+    if task.kind == "text_task":
+        how = "by acting in a Gymnasium environment" if online else "from a dataset"
+        return f"cannot learn text task {task.id}: it learns {how}"
+    if online and task.kind == "dataset":
+        return f"is an online algorithm, and {task.id} is a dataset"
+    if not online and task.kind != "dataset":
+        return f"learns from a dataset, and {task.id} is an environment"
+    from gendm.envs.text_registry import is_game_file
 
-
-def register(spec: AlgoSpec) -> AlgoSpec:
-    return ALGOS.register(spec.name, spec)
+    if is_game_file(task.id):
+        return f"cannot play TextWorld game file {task.id}: language agents only"
+    space = task.action_space
+    if space is not None and space_kind(space) not in action_spaces:
+        return f"cannot act in {task.id} ({type(space).__name__} actions)"
+    observations = task.observation_space
+    if observations is not None and not isinstance(observations, gym.spaces.Box):
+        return f"needs vector observations, and {task.id} has {type(observations).__name__} ones"
+    return None

@@ -19,15 +19,17 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.core.config import check
+from gendm.agents.base import OfflineAgent, OfflineConfig, agent_method
+from gendm.core.config import check, field
+from gendm.core.methods import register_method
+from gendm.data.normalize import ActionScaler
 from gendm.data.replay import Batch
 from gendm.nn import GaussianPolicy
 
 
 @dataclass
 class BCConfig(OfflineConfig):
-    learning_rate: float = 1e-3
+    learning_rate: float = field(1e-3, gt=0)
     """Adam learning rate (d3rlpy BCConfig: 1e-3)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy (d3rlpy's default encoder: 256, 256)."""
@@ -40,7 +42,6 @@ class BCConfig(OfflineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.learning_rate > 0, "learning_rate", "must be > 0.")
         check(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max.")
 
 
@@ -55,7 +56,7 @@ class BC(OfflineAgent):
     ) -> None:
         super().__init__(config, observation_space, action_space, device, total_steps)
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.action_scaler = ActionScaler.from_space(action_space).to(self.device)
         self.policy = self.build_policy(obs_dim, act_dim).to(self.device)
         self.opt = self.adam(self.policy.parameters(), lr=config.learning_rate)
         self.parts |= {"policy": self.policy, "opt": self.opt}
@@ -70,11 +71,11 @@ class BC(OfflineAgent):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         action = self.policy.act(self.obs_norm(obs), deterministic)
-        return action.clamp(-1, 1) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(action, clip=True)
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with self.autocast():
-            actions = (batch.actions - self.action_bias) / self.action_scale
+            actions = self.action_scaler.scale(batch.actions)
             log_prob = self.policy.log_prob(self.obs_norm(batch.obs), actions)
             loss = -log_prob.mean()
         return loss, {"losses/nll": loss.detach()}
@@ -88,6 +89,13 @@ class BC(OfflineAgent):
         return metrics
 
 
-register(
-    AlgoSpec("bc", BCConfig, BC, "offline", ("box",), "Behaviour cloning, Gaussian policy (max. likelihood)")
+register_method(
+    agent_method(
+        "bc",
+        "offline",
+        BCConfig,
+        BC,
+        ("box",),
+        "Behaviour cloning, Gaussian policy (max. likelihood)",
+    )
 )

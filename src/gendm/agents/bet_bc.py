@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gendm.agents.base import AlgoSpec, OfflineConfig, register
+from gendm.agents.base import OfflineConfig, agent_method
 from gendm.agents.bc import BC
-from gendm.core.config import check
+from gendm.core.config import check, field
+from gendm.core.methods import register_method
 from gendm.data.replay import Batch
 from gendm.nn import mlp
 
@@ -78,31 +79,22 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 50, seed: int = 0) -> torch.Ten
 
 @dataclass
 class BeTBCConfig(OfflineConfig):
-    learning_rate: float = 1e-3
+    learning_rate: float = field(1e-3, gt=0)
     """Adam learning rate (as bc: 1e-3)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy (as bc: 256, 256)."""
-    num_bins: int = 16
+    num_bins: int = field(16, ge=1)
     """k, k-means action bins fitted on the dataset (miniBET: 32; 16 suffice for low-dim tasks)."""
-    kmeans_iters: int = 50
+    kmeans_iters: int = field(50, ge=1)
     """Most Lloyd iterations of the k-means fit (miniBET: 50)."""
     kmeans_seed: int = 0
     """Seed of the k-means++ initialisation (fixed, so a dataset always gives the same bins)."""
-    focal_gamma: float = 2.0
+    focal_gamma: float = field(2.0, ge=0)
     """Focal-loss gamma of the bin classifier (BeT: 2; 0 = cross-entropy)."""
-    offset_loss_weight: float = 100.0
+    offset_loss_weight: float = field(100.0, ge=0)
     """Weight of the offset's squared error against the bin loss (miniBET: 1000 on unscaled actions)."""
-    temperature: float = 1.0
+    temperature: float = field(1.0, gt=0)
     """Softmax temperature of the bin distribution when acting stochastically."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}.")
-        check(self.num_bins >= 1, "num_bins", f"must be >= 1, got {self.num_bins}.")
-        check(self.kmeans_iters >= 1, "kmeans_iters", f"must be >= 1, got {self.kmeans_iters}.")
-        check(self.focal_gamma >= 0, "focal_gamma", f"must be >= 0, got {self.focal_gamma}.")
-        check(self.offset_loss_weight >= 0, "offset_loss_weight", "must be >= 0.")
-        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}.")
 
 
 class BinnedPolicy(nn.Module):
@@ -140,7 +132,7 @@ class BeTBC(BC):
             f"{c.num_bins} bins need at least as many actions, the dataset has {len(dataset)}: lower it.",
         )
         actions = torch.as_tensor(dataset.actions, dtype=torch.float64)
-        scaled = (actions - self.action_bias.cpu().double()) / self.action_scale.cpu().double()
+        scaled = self.action_scaler.scale(actions)  # in float64, as the actions
         self.policy.centres.copy_(kmeans(scaled, c.num_bins, c.kmeans_iters, c.kmeans_seed))
 
     @torch.no_grad()
@@ -152,12 +144,12 @@ class BeTBC(BC):
             k = torch.multinomial(torch.softmax(logits / self.config.temperature, dim=-1), 1).squeeze(-1)
         rows = torch.arange(len(k), device=k.device)
         action = self.policy.centres[k] + offsets[rows, k]
-        return action.clamp(-1, 1) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(action, clip=True)
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
         with self.autocast():
-            actions = (batch.actions - self.action_bias) / self.action_scale
+            actions = self.action_scaler.scale(batch.actions)
             logits, offsets = self.policy(self.obs_norm(batch.obs))
             bins = self.policy.nearest_bin(actions)
             log_p = F.log_softmax(logits, dim=-1).gather(1, bins[:, None])[:, 0]
@@ -174,12 +166,12 @@ class BeTBC(BC):
         return loss, metrics
 
 
-register(
-    AlgoSpec(
+register_method(
+    agent_method(
         "bet_bc",
+        "offline",
         BeTBCConfig,
         BeTBC,
-        "offline",
         ("box",),
         "Behaviour cloning over k-means action bins plus residual offsets (BeT with an MLP)",
     )

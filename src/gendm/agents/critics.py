@@ -12,17 +12,43 @@ pass (they touch disjoint parameters: V's target is the detached target critic, 
 detached V); ``update_target`` is one ``torch._foreach_lerp_``.
 
 The critic works on what the agent feeds it: observations already normalised, actions in [-1, 1].
+``IQLCriticConfig`` holds its config fields, shared by IQL, IDQL and V-GPS:
+``class IQLConfig(IQLCriticConfig, OfflineConfig)``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from gendm.core.config import Config, field
 from gendm.nn import EnsembleMLP, mlp
+
+
+@dataclass
+class IQLCriticConfig(Config):
+    """The IQL critic's fields (IQL, IDQL and V-GPS: the IQL paper's, d3rlpy's and IDQL's reference
+    defaults agree). List it before the family's config: ``class IQLConfig(IQLCriticConfig,
+    OfflineConfig)``."""
+
+    critic_learning_rate: float = field(3e-4, gt=0)
+    """Adam learning rate of the Q twins and V (IQL paper, d3rlpy IQLConfig, IDQL's reference
+    critic_lr and value_lr: 3e-4)."""
+    num_critics: int = field(2, ge=1)
+    """Q functions in the ensemble; V's target, advantages and action scores use their minimum (2)."""
+    tau: float = field(0.005, gt=0, le=1)
+    """Polyak coefficient of the target critics (IQL paper, d3rlpy, IDQL's reference: 0.005)."""
+    expectile: float = field(0.7, gt=0, lt=1)
+    """Expectile of V's regression onto Q; 0.5 is SARSA, toward 1 a max over dataset actions (IQL
+    locomotion and d3rlpy: 0.7; IDQL's reference: 0.7 for locomotion, 0.9 for antmaze)."""
+    return_scale: float | None = field(None, gt=0)
+    """If set, rewards are multiplied by return_scale / (max - min episode return of the dataset):
+    1000 in IQL's locomotion runs, d3rlpy's reproduction script (ReturnBasedRewardScaler) and IDQL's
+    reference; None (d3rlpy IQLConfig's default) leaves rewards as they are."""
 
 
 def expectile_loss(u: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -124,4 +150,11 @@ class ReturnScaled:
         self.reward_scale = float(state["reward_scale"])
 
 
-__all__ = ["IQLCritic", "ReturnScaled", "expectile_loss", "expectile_weights", "return_scale_factor"]
+__all__ = [
+    "IQLCritic",
+    "IQLCriticConfig",
+    "ReturnScaled",
+    "expectile_loss",
+    "expectile_weights",
+    "return_scale_factor",
+]

@@ -65,9 +65,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, register
-from gendm.core.config import check
+from gendm.agents.acting import ActionQueue
+from gendm.agents.base import OfflineAgent, OfflineConfig, agent_method
+from gendm.core.config import check, field
 from gendm.core.errors import ConfigError
+from gendm.core.methods import register_method
 from gendm.data.dataset import OfflineDataset
 from gendm.data.samplers import TrajectorySampler, window_indices
 from gendm.generative import EMA, GaussianDiffusion, Inpaint
@@ -88,58 +90,58 @@ class DiffuserConfig(OfflineConfig):
     """Windows per gradient step (Diffuser: 32 with 2 accumulation steps, i.e. 64 per Adam step)."""
     normalize_obs: bool = True
     """Standardise observations with the dataset's mean and std (Diffuser's GaussianNormalizer)."""
-    learning_rate: float = 2e-4
+    learning_rate: float = field(2e-4, gt=0)
     """Adam learning rate of the diffusion model and J (Diffuser: 2e-4 for both)."""
-    horizon: int = 32
+    horizon: int = field(32, ge=2)
     """Window length H in steps (Diffuser locomotion: 32; a multiple of 2 ** (len(dims) - 1))."""
-    num_diffusion_steps: int = 20
+    num_diffusion_steps: int = field(20, ge=2)
     """Diffusion timesteps T of training (Diffuser locomotion: n_diffusion_steps = 20)."""
-    prediction: str = "x0"
+    prediction: str = field("x0", choices=PREDICTIONS)
     """Network target: x0, eps or v (Diffuser: predict_epsilon=False, i.e. x0)."""
-    schedule: str = "cosine"
+    schedule: str = field("cosine", choices=SCHEDULES)
     """Noise schedule: cosine or linear (Diffuser: cosine_beta_schedule)."""
-    dims: tuple[int, ...] = (32, 64, 128, 256)
+    dims: tuple[int, ...] = field((32, 64, 128, 256), ge=1)
     """Channels per U-Net level (Diffuser: dim 32, dim_mults (1, 2, 4, 8))."""
-    time_dim: int = 32
+    time_dim: int = field(32, ge=1)
     """Width of the sinusoidal time features (Diffuser: dim = 32; the embedding MLP is 4x wider)."""
     condition_on_start: bool = True
     """Also give the denoiser the start state as its condition (FiLM), besides inpainting it. gendm's
     inpainting re-noises the known entries, so an unconditional net barely sees the start state at high
     noise and its plans jump away from it (Diffuser inserts the clean state into the noisy input in
     training and sampling instead); False is the unconditional, inpainting-only model."""
-    action_weight: float = 10.0
+    action_weight: float = field(10.0, ge=0)
     """Loss weight of the first action of a window, the executed one (Diffuser: action_weight 10)."""
-    value_dims: tuple[int, ...] = (32, 64, 128, 256)
+    value_dims: tuple[int, ...] = field((32, 64, 128, 256), ge=1)
     """Channels per level of J's convolutional encoder (Diffuser's ValueFunction: as the U-Net)."""
-    ema_decay: float = 0.995
+    ema_decay: float = field(0.995, ge=0, lt=1)
     """EMA decay of the weights that plan (Diffuser: 0.995; where Diffuser copies the raw weights for
     its first 2000 steps, gendm's EMA warms its decay up)."""
-    ema_every: int = 10
+    ema_every: int = field(10, ge=1)
     """Gradient steps between EMA updates (Diffuser: update_ema_every 10)."""
     termination_penalty: float = 0.0
     """Added to the reward of terminal transitions in J's target (Diffuser: -100 on D4RL locomotion,
     where terminations are falls; 0 here because a termination may be a success)."""
-    planning: str = "both"
+    planning: str = field("both", choices=PLANNING)
     """How a plan is picked: guided, sorted, both (guided then sorted; Diffuser's GuidedPolicy) or
     none (one unguided plan)."""
-    num_plans: int = 64
+    num_plans: int = field(64, ge=1)
     """Plans sampled per observation for sorted / both (Diffuser: batch_size 64 at planning time)."""
-    guide_scale: float = 1.0
+    guide_scale: float = field(1.0, ge=0)
     """Value-guidance step in units of J's return std, times the level's variance (gendm's units, see the
     module docstring; Diffuser's 0.1 with per-task 0.001 / 0.0001 is on raw returns). Mild, as in
     Diffuser's overrides: on TwoPathReach (3 seeds) 1 raised single plans' J by 0.03-0.15 return std,
     10 by ~0.1 with plans still dynamically plausible, sorting 16 plans by 0.1-0.2."""
-    replan_every: int = 1
+    replan_every: int = field(1, ge=1)
     """Actions of a plan executed before planning again (Diffuser: 1, replan at every step)."""
-    solver: str = "ddpm"
+    solver: str = field("ddpm", choices=GaussianDiffusion.solvers)
     """Sampler: ddpm (Diffuser's ancestral sampling), ddim or dpmpp_2m."""
-    sampling_steps: int = 0
+    sampling_steps: int = field(0, ge=0)
     """Denoising steps per plan; 0 = num_diffusion_steps (Diffuser: all 20)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}.")
-        check(self.horizon >= 2, "horizon", f"must be >= 2, got {self.horizon}.")
+        check(len(self.dims) >= 1, "dims", "must list at least one U-Net level.")
+        check(len(self.value_dims) >= 1, "value_dims", "must list at least one level.")
         multiple = 2 ** (len(self.dims) - 1)
         check(
             self.horizon % multiple == 0,
@@ -147,30 +149,16 @@ class DiffuserConfig(OfflineConfig):
             f"must be a multiple of 2 ** (len(dims) - 1) = {multiple} for dims={self.dims}, got "
             f"{self.horizon}.",
         )
-        check(self.num_diffusion_steps >= 2, "num_diffusion_steps", "must be >= 2.")
-        check(self.prediction in PREDICTIONS, "prediction", f"must be one of {PREDICTIONS}.")
-        check(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}.")
-        check(len(self.dims) >= 1 and min(self.dims) >= 1, "dims", "must be positive channel counts.")
-        check(len(self.value_dims) >= 1 and min(self.value_dims) >= 1, "value_dims", "must be positive.")
-        check(self.time_dim >= 1, "time_dim", "must be >= 1.")
-        check(self.action_weight >= 0, "action_weight", "must be >= 0.")
-        check(0.0 <= self.ema_decay < 1.0, "ema_decay", "must be in [0, 1).")
-        check(self.ema_every >= 1, "ema_every", "must be >= 1.")
-        check(self.planning in PLANNING, "planning", f"must be one of {PLANNING}, got {self.planning!r}.")
-        check(self.num_plans >= 1, "num_plans", f"must be >= 1, got {self.num_plans}.")
-        check(self.guide_scale >= 0, "guide_scale", "must be >= 0.")
         check(
-            1 <= self.replan_every <= self.horizon,
+            self.replan_every <= self.horizon,
             "replan_every",
             f"must be in [1, horizon={self.horizon}], got {self.replan_every}.",
         )
         check(
-            self.solver in GaussianDiffusion.solvers, "solver", f"must be one of {GaussianDiffusion.solvers}."
-        )
-        check(
-            0 <= self.sampling_steps <= self.num_diffusion_steps,
+            self.sampling_steps <= self.num_diffusion_steps,
             "sampling_steps",
-            f"must be in [0, num_diffusion_steps={self.num_diffusion_steps}] (0 = all).",
+            f"must be in [0, num_diffusion_steps={self.num_diffusion_steps}] (0 = all), got "
+            f"{self.sampling_steps}.",
         )
         check(
             self.prediction != "eps" or 1 <= self.sampling_steps <= self.num_diffusion_steps // 2,
@@ -323,8 +311,7 @@ class Diffuser(OfflineAgent):
         self.start_mask[:, 0, : self.obs_dim] = True
         self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
-        self._queue: torch.Tensor | None = None  # (n_envs, replan_every, act_dim) planned actions
-        self._left = np.zeros(0, dtype=np.int64)  # actions left in each env's queue
+        self.queue: ActionQueue | None = None  # (n_envs, replan_every, act_dim) planned actions
         self._loss = self.maybe_compile(self._loss)
 
     # ---------------------------------------------------------------------------- data
@@ -418,31 +405,25 @@ class Diffuser(OfflineAgent):
         """The next queued action per env, planning for the envs whose queue is empty. Plans are
         samples either way: ``deterministic`` changes nothing (sorting is already an argmax)."""
         n, k = obs.shape[0], self.config.replan_every
-        if self._queue is None or self._queue.shape[:2] != (n, k):
-            self._queue = torch.zeros(n, k, self.act_dim, device=self.device)
-            self._left = np.zeros(n, dtype=np.int64)
-        need = np.flatnonzero(self._left == 0)
+        if self.queue is None or self.queue.shape != (n, k):
+            self.queue = ActionQueue(n, k, self.act_dim, self.device)
+        need = self.queue.empty()
         if len(need):
-            rows = torch.as_tensor(need, device=self.device)
-            self._queue[rows] = self.plan(obs[rows]).actions[:, :k]
-            self._left[need] = k
-        taken = torch.as_tensor(k - self._left, device=self.device)
-        self._left -= 1
-        return self._queue[torch.arange(n, device=self.device), taken]
+            self.queue.fill(need, self.plan(obs[torch.as_tensor(need, device=self.device)]).actions[:, :k])
+        return self.queue.pop()
 
     def reset_episodes(self, mask: np.ndarray) -> None:
         """Drop the queued actions of envs whose episode just started."""
-        mask = np.asarray(mask, dtype=bool)
-        if len(self._left) == len(mask):
-            self._left[mask] = 0
+        if self.queue is not None and len(self.queue) == len(mask):
+            self.queue.clear(mask)
 
 
-register(
-    AlgoSpec(
+register_method(
+    agent_method(
         "diffuser",
+        "offline",
         DiffuserConfig,
         Diffuser,
-        "offline",
         ("box",),
         "Diffuser: diffusion planner over state-action windows, value-guided and/or sorted plans",
     )

@@ -50,7 +50,6 @@ construction, hence from the run's seed, and saved in checkpoints), so evaluatio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +57,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, register
-from gendm.core.config import check
+from gendm.agents.acting import ActionQueue
+from gendm.agents.base import LR_SCHEDULES, OfflineAgent, OfflineConfig, agent_method
+from gendm.core.config import check, field
+from gendm.core.methods import register_method
 from gendm.data.normalize import ActionScaler
 from gendm.data.samplers import SequenceBatch, SequenceSampler
 from gendm.generative import EMA, FlowMatching, GaussianDiffusion, GenerativeModel
@@ -79,51 +80,51 @@ DENOISERS = ("unet", "mlp")
 
 @dataclass
 class DiffusionPolicyConfig(OfflineConfig):
-    obs_horizon: int = 2
+    obs_horizon: int = field(2, ge=1)
     """To: observations the policy sees, the current one and To-1 before it (paper and LeRobot: 2)."""
     pred_horizon: int = 16
     """Tp: actions per sampled chunk, starting at the oldest observed step (paper and LeRobot: 16)."""
-    action_horizon: int = 8
+    action_horizon: int = field(8, ge=1)
     """Ta: actions executed before sampling a new chunk (paper and LeRobot: 8); To-1+Ta <= Tp."""
-    family: str = "diffusion"
+    family: str = field("diffusion", choices=FAMILIES)
     """Generative family: diffusion (DDPM-trained, the paper's), flow (rectified flow) or shortcut
     (a flow model that samples in 1-2 steps, Frans et al. 2024)."""
-    prediction: str = "eps"
+    prediction: str = field("eps", choices=PREDICTIONS)
     """diffusion only: what the network predicts, eps, v or x0 (paper and LeRobot: epsilon)."""
-    num_train_steps: int = 100
+    num_train_steps: int = field(100, ge=2)
     """diffusion only: T, training noise levels (paper and LeRobot: 100)."""
-    schedule: str = "cosine"
+    schedule: str = field("cosine", choices=SCHEDULES)
     """diffusion only: noise schedule, cosine (the reference's squaredcos_cap_v2), linear or vp."""
     clip_sample: bool = True
     """diffusion only: clip the predicted clean chunk to [-1, 1] while sampling (reference: True)."""
     solver: str = "auto"
     """Evaluation solver; auto = the family's first: diffusion ddpm (or ddim, dpmpp_2m), flow euler
     (or midpoint), shortcut shortcut (or euler, midpoint)."""
-    sample_steps: int = 0
+    sample_steps: int = field(0, ge=0)
     """Solver steps when acting (midpoint: two network evaluations per step); 0 = the solver's default:
     ddpm all num_train_steps (paper and LeRobot: 100), ddim and dpmpp_2m 10 (the paper's real-world
     DDIM setting), euler 10, midpoint 5, shortcut 2."""
-    shortcut_max_steps: int = 16
+    shortcut_max_steps: int = field(16, ge=2)
     """shortcut only: the smallest trained step is 1/shortcut_max_steps (a power of two; Frans et al.
     use 128 for images, a short action chunk needs fewer)."""
-    denoiser: str = "unet"
+    denoiser: str = field("unet", choices=DENOISERS)
     """Network: unet (1-D temporal U-Net over the chunk, FiLM on the observation window; the paper's
     CNN model) or mlp (residual MLP over the flattened chunk; fast on a CPU)."""
-    width: int = 256
+    width: int = field(256, ge=1)
     """unet: channels of the top level, doubled at each level below (Chi's low-dim configs: 256);
     mlp: hidden width."""
-    depth: int = 3
+    depth: int = field(3, ge=1)
     """unet: levels (Chi's low-dim configs: 3, i.e. 256-512-1024); Tp must be divisible by
     2^(depth-1). mlp: residual blocks."""
-    learning_rate: float = 1e-4
+    learning_rate: float = field(1e-4, gt=0)
     """AdamW learning rate, betas (0.95, 0.999) (paper and LeRobot: 1e-4)."""
     weight_decay: float = 1e-6
     """AdamW weight decay (paper and LeRobot: 1e-6)."""
-    lr_warmup_steps: int = 500
+    lr_warmup_steps: int = field(500, ge=0)
     """Linear learning-rate warm-up in gradient steps (paper and LeRobot: 500)."""
-    lr_schedule: str = "cosine"
+    lr_schedule: str = field("cosine", choices=LR_SCHEDULES)
     """After the warm-up: cosine (decay to 0 over the run, as the paper and LeRobot) or constant."""
-    ema_decay: float = 0.999
+    ema_decay: float = field(0.999, ge=0, lt=1)
     """Decay of the weights' EMA used for acting, after a (1+n)/(10+n) warm-up. Chi et al. ramp it to
     0.9999 (power 0.75: about 0.998 after 5k steps); 0.999 suits runs of 10^3-10^5 steps."""
     mask_padding: bool = False
@@ -137,25 +138,12 @@ class DiffusionPolicyConfig(OfflineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.obs_horizon >= 1, "obs_horizon", f"must be >= 1, got {self.obs_horizon}.")
-        check(self.action_horizon >= 1, "action_horizon", f"must be >= 1, got {self.action_horizon}.")
         check(
             self.obs_horizon - 1 + self.action_horizon <= self.pred_horizon,
             "pred_horizon",
             f"must be >= obs_horizon - 1 + action_horizon = {self.obs_horizon - 1 + self.action_horizon} "
             f"(the executed actions start at chunk index obs_horizon - 1), got {self.pred_horizon}.",
         )
-        check(
-            self.family in FAMILIES, "family", f"must be one of {', '.join(FAMILIES)}, got {self.family!r}."
-        )
-        check(self.prediction in PREDICTIONS, "prediction", f"must be eps, v or x0, got {self.prediction!r}.")
-        check(
-            self.schedule in SCHEDULES,
-            "schedule",
-            f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.",
-        )
-        check(self.denoiser in DENOISERS, "denoiser", f"must be unet or mlp, got {self.denoiser!r}.")
-        check(self.width >= 1 and self.depth >= 1, "width", "width and depth must be >= 1.")
         if self.denoiser == "unet":
             multiple = 2 ** (self.depth - 1)
             check(
@@ -169,8 +157,6 @@ class DiffusionPolicyConfig(OfflineConfig):
             "solver",
             f"family {self.family!r} supports {', '.join(allowed)} (or auto), got {self.solver!r}.",
         )
-        check(self.sample_steps >= 0, "sample_steps", f"must be >= 0 (0 = default), got {self.sample_steps}.")
-        check(self.num_train_steps >= 2, "num_train_steps", f"must be >= 2, got {self.num_train_steps}.")
         if self.family == "diffusion":
             check(
                 self.sample_steps <= self.num_train_steps,
@@ -178,7 +164,7 @@ class DiffusionPolicyConfig(OfflineConfig):
                 f"must be <= num_train_steps ({self.num_train_steps}), got {self.sample_steps}.",
             )
         m = self.shortcut_max_steps
-        check(m >= 2 and m & (m - 1) == 0, "shortcut_max_steps", f"must be a power of two >= 2, got {m}.")
+        check(m & (m - 1) == 0, "shortcut_max_steps", f"must be a power of two >= 2, got {m}.")
         if self.family == "shortcut" and self.eval_solver == "shortcut":
             s = self.eval_steps
             check(
@@ -186,10 +172,6 @@ class DiffusionPolicyConfig(OfflineConfig):
                 "sample_steps",
                 f"the shortcut solver takes a power of two <= shortcut_max_steps ({m}) steps, got {s}.",
             )
-        check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}.")
-        check(self.lr_warmup_steps >= 0, "lr_warmup_steps", "must be >= 0.")
-        check(self.lr_schedule in ("cosine", "constant"), "lr_schedule", "must be cosine or constant.")
-        check(0.0 <= self.ema_decay < 1.0, "ema_decay", f"must be in [0, 1), got {self.ema_decay}.")
 
     @property
     def eval_solver(self) -> str:
@@ -263,8 +245,7 @@ class DiffusionPolicy(OfflineAgent):
         self._loss = self.maybe_compile(self._loss)
         # Per sub-env acting state, allocated on the first act(): observation window, action queue.
         self._window: torch.Tensor | None = None  # (n, To, obs_dim), normalised
-        self._queue: torch.Tensor | None = None  # (n, Ta, action_dim), in [-1, 1]
-        self._next = np.zeros(0, dtype=np.int64)  # index of the next queued action; Ta = empty
+        self.queue: ActionQueue | None = None  # (n, Ta, action_dim) actions in [-1, 1]
         self._starts = np.zeros(0, dtype=bool)  # the next observation is an episode's first
 
     # ------------------------------------------------------------------------------------ data
@@ -286,8 +267,7 @@ class DiffusionPolicy(OfflineAgent):
             return c.learning_rate * (n + 1) / c.lr_warmup_steps
         if c.lr_schedule == "constant" or not self.total_steps:
             return c.learning_rate
-        progress = min(1.0, (n - c.lr_warmup_steps) / max(1, self.total_steps - c.lr_warmup_steps))
-        return c.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.cosine_lr(c.learning_rate, warmup=c.lr_warmup_steps)
 
     def _loss(self, batch: SequenceBatch) -> torch.Tensor:
         with self.autocast():
@@ -327,34 +307,27 @@ class DiffusionPolicy(OfflineAgent):
         n = obs.shape[0]
         if self._window is None or self._window.shape[0] != n:
             self._window = torch.zeros(n, c.obs_horizon, self.obs_dim, device=self.device)
-            self._queue = torch.zeros(n, c.action_horizon, self.action_dim, device=self.device)
-            self._next = np.full(n, c.action_horizon, dtype=np.int64)
+            self.queue = ActionQueue(n, c.action_horizon, self.action_dim, self.device)
             self._starts = np.ones(n, dtype=bool)
         latest = self.obs_norm(obs.to(self.device, torch.float32)).reshape(n, 1, self.obs_dim)
         starts = torch.as_tensor(self._starts, device=self.device).view(n, 1, 1)
         shifted = torch.cat([self._window[:, 1:], latest], dim=1)
         self._window = torch.where(starts, latest.expand_as(self._window), shifted)
         self._starts[:] = False
-        empty = np.flatnonzero(self._next >= c.action_horizon)
+        empty = self.queue.empty()
         if len(empty):
-            idx = torch.as_tensor(empty, device=self.device)
-            chunk = self.sample_chunk(self._window[idx])
-            self._queue[idx] = chunk[:, c.obs_horizon - 1 : c.obs_horizon - 1 + c.action_horizon]
-            self._next[empty] = 0
-        action = self._queue[
-            torch.arange(n, device=self.device), torch.as_tensor(self._next, device=self.device)
-        ]
-        self._next += 1
-        return self.action_scaler.unscale(action)
+            chunk = self.sample_chunk(self._window[torch.as_tensor(empty, device=self.device)])
+            self.queue.fill(empty, chunk[:, c.obs_horizon - 1 : c.obs_horizon - 1 + c.action_horizon])
+        return self.action_scaler.unscale(self.queue.pop())
 
     def reset_episodes(self, mask: np.ndarray) -> None:
         """Episodes start where ``mask``: forget their observation window and queued actions."""
         mask = np.asarray(mask, dtype=bool)
-        if len(self._next) != len(mask):  # not acting yet, or a new number of sub-envs: act() allocates
+        if self.queue is None or len(self.queue) != len(mask):  # act() allocates for a new number
             self._window = None
             return
         self._starts |= mask
-        self._next[mask] = self.config.action_horizon
+        self.queue.clear(mask)
 
     # ------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -367,12 +340,12 @@ class DiffusionPolicy(OfflineAgent):
         self._window = None  # acting state belongs to episodes, not to checkpoints
 
 
-register(
-    AlgoSpec(
+register_method(
+    agent_method(
         "diffusion_policy",
+        "offline",
         DiffusionPolicyConfig,
         DiffusionPolicy,
-        "offline",
         ("box",),
         "Diffusion Policy: action chunks from a diffusion, flow or shortcut model (Chi et al. 2023)",
     )

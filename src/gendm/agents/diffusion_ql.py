@@ -29,11 +29,14 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.core.config import check
+from gendm.agents.base import LR_SCHEDULES, OfflineAgent, OfflineConfig, agent_method
+from gendm.core.config import field
+from gendm.core.methods import register_method
+from gendm.data.normalize import ActionScaler
 from gendm.data.replay import Batch
 from gendm.generative import EMA, GaussianDiffusion
 from gendm.generative.denoisers import SinusoidalEmbedding
+from gendm.generative.diffusion import SCHEDULES
 from gendm.nn import EnsembleMLP, mlp
 from gendm.nn.mlp import ACTIVATIONS
 from gendm.steering import steer
@@ -41,81 +44,47 @@ from gendm.steering import steer
 
 @dataclass
 class DiffusionQLConfig(OfflineConfig):
-    learning_rate: float = 3e-4
+    learning_rate: float = field(3e-4, gt=0)
     """Adam learning rate of policy and critics (paper, locomotion: 3e-4)."""
-    lr_schedule: str = "cosine"
+    lr_schedule: str = field("cosine", choices=LR_SCHEDULES)
     """Learning rates over the run: cosine (decay to 0, the reference's --lr_decay, CosineAnnealingLR on
     both optimisers) or constant."""
     hidden: tuple[int, ...] = (256, 256, 256)
     """Hidden widths of the noise network and of each critic (reference model.py and
     Critic: three layers of 256)."""
-    activation: str = "mish"
+    activation: str = field("mish", choices=("mish", "silu"))
     """Activation of noise network and critics: mish (reference) or silu. On CPU (torch 2.13) Mish costs
     ~10x SiLU per element, about half of a Diffusion-QL update."""
-    time_dim: int = 16
+    time_dim: int = field(16, ge=2)
     """Width of the noise network's timestep embedding (reference MLP t_dim: 16)."""
-    tau: float = 0.005
+    tau: float = field(0.005, gt=0, le=1)
     """Polyak coefficient of the target critics (reference: 0.005)."""
-    eta: float = 1.0
+    eta: float = field(1.0, ge=0)
     """Weight of the normalised Q term (paper, locomotion: 1.0; AntMaze 0.5-4.5)."""
-    diffusion_steps: int = 5
+    diffusion_steps: int = field(5, ge=2)
     """T, the denoising steps, trained and sampled (paper: 5)."""
-    schedule: str = "vp"
+    schedule: str = field("vp", choices=SCHEDULES)
     """Noise schedule: vp (paper's variance-preserving schedule, reference default beta_schedule='vp'),
     cosine or linear."""
-    ema_decay: float = 0.995
+    ema_decay: float = field(0.995, ge=0, lt=1)
     """Decay of the policy's EMA, which samples the critic's next actions (reference ema_decay: 0.995)."""
-    ema_every: int = 5
+    ema_every: int = field(5, ge=1)
     """Gradient steps between EMA updates (reference update_ema_every: 5)."""
     max_q_backup: bool = False
     """Back up the max over num_backup_samples next actions per twin (paper: on for AntMaze, off for
     locomotion)."""
-    num_backup_samples: int = 10
+    num_backup_samples: int = field(10, ge=1)
     """Next actions drawn per transition for the max-Q backup (reference: 10)."""
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = field(1.0, gt=0)
     """Max gradient norm, for policy and critics separately; None disables (reference Diffusion_QL
     grad_norm default 1.0; its main.py tunes it per task between 1 and 10)."""
-    num_candidates: int = 50
+    num_candidates: int = field(50, ge=1)
     """Candidate actions per observation at evaluation (reference sample_action: 50)."""
-    selector: str = "softmax"
+    selector: str = field("softmax", choices=("softmax", "argmax"))
     """How the evaluation picks a candidate: softmax (sample ∝ exp(Q / temperature), the reference's
     sample_action) or argmax."""
-    temperature: float = 1.0
+    temperature: float = field(1.0, gt=0)
     """Temperature of the softmax selector (reference: 1, a softmax of the raw Q values)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.learning_rate > 0, "learning_rate", "must be > 0.")
-        check(
-            self.lr_schedule in ("cosine", "constant"),
-            "lr_schedule",
-            f"must be 'cosine' or 'constant', got {self.lr_schedule!r}.",
-        )
-        check(
-            self.activation in ("mish", "silu"),
-            "activation",
-            f"must be 'mish' or 'silu', got {self.activation!r}.",
-        )
-        check(self.time_dim >= 2, "time_dim", "must be >= 2.")
-        check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
-        check(self.eta >= 0, "eta", "must be >= 0.")
-        check(self.diffusion_steps >= 2, "diffusion_steps", f"must be >= 2, got {self.diffusion_steps}.")
-        check(
-            self.schedule in ("vp", "cosine", "linear"),
-            "schedule",
-            f"must be vp, cosine or linear, got {self.schedule!r}.",
-        )
-        check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}.")
-        check(self.ema_every >= 1, "ema_every", "must be >= 1.")
-        check(self.num_backup_samples >= 1, "num_backup_samples", "must be >= 1.")
-        check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "must be > 0 or None.")
-        check(self.num_candidates >= 1, "num_candidates", "must be >= 1.")
-        check(
-            self.selector in ("softmax", "argmax"),
-            "selector",
-            f"must be 'softmax' or 'argmax', got {self.selector!r}.",
-        )
-        check(self.temperature > 0, "temperature", "must be > 0.")
 
 
 class NoiseMLP(nn.Module):
@@ -161,7 +130,7 @@ class DiffusionQL(OfflineAgent):
         super().__init__(config, observation_space, action_space, device, total_steps)
         c = config
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.action_scaler = ActionScaler.from_space(action_space).to(self.device)
         net = NoiseMLP(act_dim, obs_dim + 1, c.hidden, c.time_dim, c.diffusion_steps, c.activation)
         self.actor = GaussianDiffusion(
             net,
@@ -209,18 +178,18 @@ class DiffusionQL(OfflineAgent):
             solver="ddpm",
             steps=c.diffusion_steps,
         )
-        return result.samples.clamp(-1, 1) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(result.samples, clip=True)
 
     @torch.no_grad()
     def q_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """min_i Q'_i(s, a) for raw observations and env-unit actions: ``(batch,)``."""
-        return self._q_target((actions - self.action_bias) / self.action_scale, self.obs_norm(obs))
+        return self._q_target(self.action_scaler.scale(actions), self.obs_norm(obs))
 
     @torch.no_grad()
     def policy_actions(self, obs: torch.Tensor) -> torch.Tensor:
         """One unselected sample of the policy per observation (env units)."""
         a = self.actor.sample(cond=self.obs_norm(obs), solver="ddpm", steps=self.config.diffusion_steps)
-        return a.clamp(-1, 1) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(a, clip=True)
 
     # ------------------------------------------------------------------------------------ update
     def _next_q(self, next_obs: torch.Tensor) -> torch.Tensor:
@@ -241,7 +210,7 @@ class DiffusionQL(OfflineAgent):
         c = self.config
         with self.autocast():
             obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)
-            actions = ((batch.actions - self.action_bias) / self.action_scale).clamp(-1, 1)
+            actions = self.action_scaler.scale(batch.actions, clip=True)
             with torch.no_grad():
                 target = batch.rewards + (1 - batch.terminations) * c.gamma * self._next_q(next_obs)
             q = self.critic(torch.cat([obs, actions], -1)).squeeze(-1)
@@ -281,12 +250,12 @@ class DiffusionQL(OfflineAgent):
         return metrics
 
 
-register(
-    AlgoSpec(
+register_method(
+    agent_method(
         "diffusion_ql",
+        "offline",
         DiffusionQLConfig,
         DiffusionQL,
-        "offline",
         ("box",),
         "Diffusion-QL: diffusion policy trained by denoising plus Q through the reverse chain",
     )

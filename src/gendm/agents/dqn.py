@@ -8,15 +8,16 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from gendm.agents.base import Agent, AlgoSpec, OffPolicyConfig, register
-from gendm.core.config import check
+from gendm.agents.base import Agent, OffPolicyConfig, agent_method
+from gendm.core.config import check, field
+from gendm.core.methods import register_method
 from gendm.data.replay import Batch
 from gendm.nn import mlp
 
 
 @dataclass
 class DQNConfig(OffPolicyConfig):
-    learning_rate: float = 2.5e-4
+    learning_rate: float = field(2.5e-4, gt=0)
     """Adam learning rate (CleanRL: 2.5e-4)."""
     buffer_size: int = 10_000
     """Replay buffer capacity (CleanRL: 10k)."""
@@ -28,23 +29,20 @@ class DQNConfig(OffPolicyConfig):
     """Env steps between gradient steps (CleanRL: 10)."""
     hidden: tuple[int, ...] = (120, 84)
     """Hidden layer widths (CleanRL: 120, 84)."""
-    target_network_frequency: int = 500
+    target_network_frequency: int = field(500, ge=1)
     """Env steps between hard target updates (CleanRL: 500)."""
     tau: float = 1.0
     """Target update coefficient; 1.0 copies the network (CleanRL: 1.0)."""
-    start_epsilon: float = 1.0
+    start_epsilon: float = field(1.0, ge=0, le=1)
     """Initial exploration probability (1.0)."""
-    end_epsilon: float = 0.05
+    end_epsilon: float = field(0.05, ge=0, le=1)
     """Final exploration probability (0.05)."""
-    exploration_fraction: float = 0.5
+    exploration_fraction: float = field(0.5, gt=0, le=1)
     """Fraction of the run's env steps over which epsilon is annealed (CleanRL: 0.5)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.learning_rate > 0, "learning_rate", "must be > 0.")
-        check(0 <= self.end_epsilon <= self.start_epsilon <= 1, "end_epsilon", "need 0 <= end <= start <= 1.")
-        check(0 < self.exploration_fraction <= 1, "exploration_fraction", "must be in (0, 1].")
-        check(self.target_network_frequency >= 1, "target_network_frequency", "must be >= 1.")
+        check(self.end_epsilon <= self.start_epsilon, "end_epsilon", "must be <= start_epsilon.")
 
 
 class DQN(Agent):
@@ -104,4 +102,6 @@ class DQN(Agent):
         return metrics
 
 
-register(AlgoSpec("dqn", DQNConfig, DQN, "off_policy", ("discrete",), "Deep Q-Network, epsilon-greedy"))
+register_method(
+    agent_method("dqn", "off_policy", DQNConfig, DQN, ("discrete",), "Deep Q-Network, epsilon-greedy")
+)

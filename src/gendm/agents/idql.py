@@ -35,88 +35,49 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.agents.critics import IQLCritic, ReturnScaled, expectile_weights
-from gendm.core.config import check
+from gendm.agents.base import LR_SCHEDULES, OfflineAgent, OfflineConfig, agent_method
+from gendm.agents.critics import IQLCritic, IQLCriticConfig, ReturnScaled, expectile_weights
+from gendm.core.config import field
+from gendm.core.methods import register_method
+from gendm.data.normalize import ActionScaler
 from gendm.data.replay import Batch
 from gendm.generative import EMA, GaussianDiffusion
+from gendm.generative.diffusion import SCHEDULES
 from gendm.steering import steer
 
 SELECTORS = ("argmax", "softmax", "expectile")
 
 
 @dataclass
-class IDQLConfig(OfflineConfig):
-    actor_learning_rate: float = 3e-4
+class IDQLConfig(IQLCriticConfig, OfflineConfig):
+    actor_learning_rate: float = field(3e-4, gt=0)
     """Adam learning rate of the diffusion behaviour model (reference launcher actor_lr: 3e-4)."""
-    critic_learning_rate: float = 3e-4
-    """Adam learning rate of the Q twins and V (reference launcher critic_lr, value_lr: 3e-4)."""
-    actor_lr_schedule: str = "cosine"
+    actor_lr_schedule: str = field("cosine", choices=LR_SCHEDULES)
     """Behaviour model's learning rate over the run: cosine (decay to 0 over the run's gradient steps,
     the reference's decay_steps = its 3M steps) or constant."""
     critic_hidden: tuple[int, ...] = (256, 256)
     """Hidden widths of the Q twins and V (reference critic_hidden_dims: 256, 256)."""
-    num_critics: int = 2
-    """Q functions in the ensemble; V's target and the selection use their minimum (reference: 2)."""
-    tau: float = 0.005
-    """Polyak coefficient of the target critics (reference: 0.005)."""
-    expectile: float = 0.7
-    """Expectile of V's regression onto Q (reference launcher: 0.7 for locomotion, 0.9 for antmaze)."""
-    return_scale: float | None = None
-    """If set, rewards are multiplied by return_scale / (max - min episode return): the reference
-    normalises locomotion returns this way (1000, IQL's scaling); None, as gendm's IQL default,
-    leaves rewards as they are."""
-    diffusion_steps: int = 5
+    diffusion_steps: int = field(5, ge=2)
     """T, the denoising steps of the behaviour model, trained and sampled (paper and reference: 5)."""
-    schedule: str = "vp"
+    schedule: str = field("vp", choices=SCHEDULES)
     """Noise schedule: vp (reference beta_schedule 'vp', beta in [0.1, 10]), cosine or linear."""
-    denoiser_hidden: int = 256
+    denoiser_hidden: int = field(256, ge=1)
     """Width of the residual MLP denoiser (reference MLPResNetV3 hidden_dim: 256)."""
-    denoiser_depth: int = 3
+    denoiser_depth: int = field(3, ge=1)
     """Residual blocks of the denoiser (reference launcher actor_num_blocks: 3)."""
-    denoiser_dropout: float = 0.1
+    denoiser_dropout: float = field(0.1, ge=0, lt=1)
     """Dropout inside the denoiser's blocks while training (reference launcher actor_dropout_rate: 0.1)."""
-    ema_decay: float = 0.999
+    ema_decay: float = field(0.999, ge=0, lt=1)
     """Decay of the behaviour model's EMA, which acting samples from (reference actor_tau: 0.001)."""
-    num_candidates: int = 64
+    num_candidates: int = field(64, ge=1)
     """N, candidate actions drawn per observation (reference launcher N: 64; its evaluation sweeps
     16, 64 and 256)."""
-    selector: str = "argmax"
+    selector: str = field("argmax", choices=SELECTORS)
     """How a candidate is chosen, at evaluation too: argmax (greedy on min Q', the reference's
     eval_actions), softmax (sample ∝ exp(Q / temperature)) or expectile (IDQL's implicit policy:
     sample ∝ |tau - 1(Q < V)|, the reference's sample_implicit_policy)."""
-    temperature: float = 1.0
+    temperature: float = field(1.0, gt=0)
     """Temperature of the softmax selector."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.actor_learning_rate > 0, "actor_learning_rate", "must be > 0.")
-        check(self.critic_learning_rate > 0, "critic_learning_rate", "must be > 0.")
-        check(
-            self.actor_lr_schedule in ("cosine", "constant"),
-            "actor_lr_schedule",
-            f"must be 'cosine' or 'constant', got {self.actor_lr_schedule!r}.",
-        )
-        check(self.num_critics >= 1, "num_critics", "must be >= 1.")
-        check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
-        check(0 < self.expectile < 1, "expectile", f"must be in (0, 1), got {self.expectile}.")
-        check(self.return_scale is None or self.return_scale > 0, "return_scale", "must be > 0 or None.")
-        check(self.diffusion_steps >= 2, "diffusion_steps", f"must be >= 2, got {self.diffusion_steps}.")
-        check(
-            self.schedule in ("vp", "cosine", "linear"),
-            "schedule",
-            f"must be vp, cosine or linear, got {self.schedule!r}.",
-        )
-        check(self.denoiser_hidden >= 1 and self.denoiser_depth >= 1, "denoiser_hidden", "must be >= 1.")
-        check(0 <= self.denoiser_dropout < 1, "denoiser_dropout", "must be in [0, 1).")
-        check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}.")
-        check(self.num_candidates >= 1, "num_candidates", "must be >= 1.")
-        check(
-            self.selector in SELECTORS,
-            "selector",
-            f"must be one of {', '.join(SELECTORS)}, got {self.selector!r}.",
-        )
-        check(self.temperature > 0, "temperature", "must be > 0.")
 
 
 class IDQL(ReturnScaled, OfflineAgent):
@@ -131,7 +92,7 @@ class IDQL(ReturnScaled, OfflineAgent):
         super().__init__(config, observation_space, action_space, device, total_steps)
         c = config
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.action_scaler = ActionScaler.from_space(action_space).to(self.device)
         # The behaviour policy mu(a | s): eps-prediction diffusion over actions in [-1, 1].
         self.actor = GaussianDiffusion(
             "mlp",
@@ -183,26 +144,25 @@ class IDQL(ReturnScaled, OfflineAgent):
             solver="ddpm",
             steps=c.diffusion_steps,
         )
-        return result.samples.clamp(-1, 1) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(result.samples, clip=True)
 
     @torch.no_grad()
     def q_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """min_i Q'_i(s, a) for raw observations and env-unit actions: ``(batch,)``."""
-        a = (actions - self.action_bias) / self.action_scale
-        return self.critic.q_target(self.obs_norm(obs), a)
+        return self.critic.q_target(self.obs_norm(obs), self.action_scaler.scale(actions))
 
     @torch.no_grad()
     def behaviour_actions(self, obs: torch.Tensor) -> torch.Tensor:
         """One unselected sample of the behaviour model per observation (env units)."""
         a = self.ema.module.sample(cond=self.obs_norm(obs), solver="ddpm", steps=self.config.diffusion_steps)
-        return a.clamp(-1, 1) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(a, clip=True)
 
     # ------------------------------------------------------------------------------------ update
     def _losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
         with self.autocast():
             obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)
-            actions = ((batch.actions - self.action_bias) / self.action_scale).clamp(-1, 1)
+            actions = self.action_scaler.scale(batch.actions, clip=True)
             critic_loss, metrics, _ = self.critic.losses(
                 obs,
                 actions,
@@ -230,12 +190,12 @@ class IDQL(ReturnScaled, OfflineAgent):
         return metrics
 
 
-register(
-    AlgoSpec(
+register_method(
+    agent_method(
         "idql",
+        "offline",
         IDQLConfig,
         IDQL,
-        "offline",
         ("box",),
         "IDQL: IQL critic + diffusion behaviour policy, candidates selected by Q",
     )

@@ -29,61 +29,37 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.agents.critics import IQLCritic, ReturnScaled
-from gendm.core.config import check
+from gendm.agents.base import LR_SCHEDULES, OfflineAgent, OfflineConfig, agent_method
+from gendm.agents.critics import IQLCritic, IQLCriticConfig, ReturnScaled
+from gendm.core.config import check, field
+from gendm.core.methods import register_method
+from gendm.data.normalize import ActionScaler
 from gendm.data.replay import Batch
 from gendm.nn import GaussianPolicy
 
 
 @dataclass
-class IQLConfig(OfflineConfig):
-    actor_learning_rate: float = 3e-4
+class IQLConfig(IQLCriticConfig, OfflineConfig):
+    actor_learning_rate: float = field(3e-4, gt=0)
     """Adam learning rate of the actor (paper and d3rlpy IQLConfig: 3e-4)."""
-    critic_learning_rate: float = 3e-4
-    """Adam learning rate of the Q twins and V (paper and d3rlpy IQLConfig: 3e-4)."""
-    actor_lr_schedule: str = "cosine"
+    actor_lr_schedule: str = field("cosine", choices=LR_SCHEDULES)
     """Actor learning rate over the run: cosine (decay to 0 over the run's gradient steps, as in the
     paper and d3rlpy's reproduction script) or constant (d3rlpy IQLConfig's default)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of actor, critics and value (paper and d3rlpy: 256, 256)."""
-    tau: float = 0.005
-    """Polyak coefficient of the target critics (paper and d3rlpy: 0.005)."""
-    num_critics: int = 2
-    """Q functions in the ensemble; V's target and the advantage use their minimum (2)."""
-    expectile: float = 0.7
-    """Expectile of V's regression onto Q; 0.5 is SARSA, toward 1 a max over dataset actions (0.7
-    for locomotion in the paper; d3rlpy: 0.7)."""
-    temperature: float = 3.0
+    temperature: float = field(3.0, ge=0)
     """Inverse temperature beta of the advantage weights exp(beta A) (paper locomotion and d3rlpy
     weight_temp: 3.0)."""
-    max_weight: float = 100.0
+    max_weight: float = field(100.0, gt=0)
     """Clip of the advantage weights (paper and d3rlpy max_weight: 100)."""
     log_std_min: float = -5.0
     """Lower bound of the actor's state-independent log std (paper and d3rlpy: -5)."""
     log_std_max: float = 2.0
     """Upper bound of the actor's state-independent log std (paper and d3rlpy: 2)."""
-    return_scale: float | None = None
-    """If set, rewards are multiplied by return_scale / (max - min episode return of the dataset):
-    1000 in the paper's locomotion runs and d3rlpy's reproduction script (ReturnBasedRewardScaler);
-    None (d3rlpy IQLConfig's default) leaves rewards as they are."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.actor_learning_rate > 0, "actor_learning_rate", "must be > 0.")
-        check(self.critic_learning_rate > 0, "critic_learning_rate", "must be > 0.")
-        check(
-            self.actor_lr_schedule in ("cosine", "constant"),
-            "actor_lr_schedule",
-            f"must be 'cosine' or 'constant', got {self.actor_lr_schedule!r}.",
-        )
-        check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
-        check(self.num_critics >= 1, "num_critics", "must be >= 1.")
-        check(0 < self.expectile < 1, "expectile", f"must be in (0, 1), got {self.expectile}.")
-        check(self.temperature >= 0, "temperature", "must be >= 0.")
-        check(self.max_weight > 0, "max_weight", "must be > 0.")
         check(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max.")
-        check(self.return_scale is None or self.return_scale > 0, "return_scale", "must be > 0 or None.")
 
 
 class IQL(ReturnScaled, OfflineAgent):
@@ -98,7 +74,7 @@ class IQL(ReturnScaled, OfflineAgent):
         super().__init__(config, observation_space, action_space, device, total_steps)
         c = config
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.action_scaler = ActionScaler.from_space(action_space).to(self.device)
         self.policy = GaussianPolicy(obs_dim, act_dim, c.hidden, False, c.log_std_min, c.log_std_max)
         self.policy.to(device)
         self.iql = IQLCritic(obs_dim, act_dim, c.hidden, c.num_critics).to(device)  # Q twins, target, V
@@ -118,13 +94,13 @@ class IQL(ReturnScaled, OfflineAgent):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         action = self.policy.act(self.obs_norm(obs), deterministic)
-        return action.clamp(-1, 1) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(action, clip=True)
 
     @torch.no_grad()
     def q_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """min_i Q'_i(s, a) of the target twins (what IQL's advantage and IDQL's selection use), for
         raw observations and actions in the env's units: ``(batch,)``."""
-        return self.iql.q_target(self.obs_norm(obs), (actions - self.action_bias) / self.action_scale)
+        return self.iql.q_target(self.obs_norm(obs), self.action_scaler.scale(actions))
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -136,7 +112,7 @@ class IQL(ReturnScaled, OfflineAgent):
         c = self.config
         with self.autocast():
             obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)
-            actions = (batch.actions - self.action_bias) / self.action_scale
+            actions = self.action_scaler.scale(batch.actions)
             rewards = batch.rewards * self.reward_scale
             critic_loss, metrics, u = self.iql.losses(
                 obs, actions, rewards, next_obs, batch.terminations, c.gamma, c.expectile
@@ -159,8 +135,13 @@ class IQL(ReturnScaled, OfflineAgent):
         return metrics
 
 
-register(
-    AlgoSpec(
-        "iql", IQLConfig, IQL, "offline", ("box",), "Implicit Q-Learning: expectile value, weighted actor"
+register_method(
+    agent_method(
+        "iql",
+        "offline",
+        IQLConfig,
+        IQL,
+        ("box",),
+        "Implicit Q-Learning: expectile value, weighted actor",
     )
 )

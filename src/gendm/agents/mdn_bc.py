@@ -26,19 +26,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gendm.agents.base import AlgoSpec, OfflineConfig, register
+from gendm.agents.base import OfflineConfig, agent_method
 from gendm.agents.bc import BC
-from gendm.core.config import check
+from gendm.core.config import check, field
+from gendm.core.methods import register_method
 from gendm.nn import mlp
 
 
 @dataclass
 class MDNBCConfig(OfflineConfig):
-    learning_rate: float = 1e-3
+    learning_rate: float = field(1e-3, gt=0)
     """Adam learning rate (as bc: d3rlpy BCConfig's 1e-3)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the trunk (as bc: 256, 256)."""
-    num_components: int = 5
+    num_components: int = field(5, ge=1)
     """K, Gaussian components of the mixture (1 = Gaussian BC)."""
     log_std_min: float = -5.0
     """Lower bound of each component's log std (as bc: -5)."""
@@ -47,8 +48,6 @@ class MDNBCConfig(OfflineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}.")
-        check(self.num_components >= 1, "num_components", f"must be >= 1, got {self.num_components}.")
         check(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max.")
 
 
@@ -107,12 +106,12 @@ class MDNBC(BC):
         return MixturePolicy(obs_dim, act_dim, c.num_components, c.hidden, c.log_std_min, c.log_std_max)
 
 
-register(
-    AlgoSpec(
+register_method(
+    agent_method(
         "mdn_bc",
+        "offline",
         MDNBCConfig,
         MDNBC,
-        "offline",
         ("box",),
         "Behaviour cloning, Gaussian-mixture policy (mixture density network)",
     )

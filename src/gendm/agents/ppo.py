@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from gendm.agents.base import Agent, AlgoSpec, BaseConfig, register
-from gendm.core.config import check
+from gendm.agents.base import Agent, BaseConfig, agent_method
+from gendm.core.config import check, field
+from gendm.core.methods import register_method
 from gendm.data.rollout import RolloutBuffer
 from gendm.nn import mlp
 
@@ -28,17 +29,17 @@ from gendm.nn import mlp
 class PPOConfig(BaseConfig):
     num_envs: int = 4
     """Parallel training environments (CleanRL: 4)."""
-    num_steps: int = 128
+    num_steps: int = field(128, ge=1)
     """Steps per env per rollout (CleanRL: 128)."""
-    learning_rate: float = 2.5e-4
+    learning_rate: float = field(2.5e-4, gt=0)
     """Adam learning rate (CleanRL: 2.5e-4)."""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to 0 over the run (CleanRL: true)."""
-    gae_lambda: float = 0.95
+    gae_lambda: float = field(0.95, ge=0, le=1)
     """GAE lambda (0.95)."""
-    num_minibatches: int = 4
+    num_minibatches: int = field(4, ge=1)
     """Minibatches per epoch (CleanRL: 4)."""
-    update_epochs: int = 4
+    update_epochs: int = field(4, ge=1)
     """Epochs over each rollout (CleanRL: 4)."""
     norm_adv: bool = True
     """Normalise advantages per minibatch (true)."""
@@ -56,22 +57,16 @@ class PPOConfig(BaseConfig):
     """Stop the epoch loop early when the approximate KL exceeds this (None: never; costs a sync)."""
     hidden: tuple[int, ...] = (64, 64)
     """Hidden widths of the separate actor and critic (64, 64)."""
-    activation: str = "tanh"
+    activation: str = field("tanh", choices=("tanh", "relu"))
     """Hidden activation (tanh)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.num_steps >= 1, "num_steps", "must be >= 1.")
-        check(self.learning_rate > 0, "learning_rate", "must be > 0.")
-        check(self.num_minibatches >= 1, "num_minibatches", "must be >= 1.")
         check(
             self.num_envs * self.num_steps >= self.num_minibatches,
             "num_minibatches",
             "must not exceed num_envs * num_steps.",
         )
-        check(self.update_epochs >= 1, "update_epochs", "must be >= 1.")
-        check(0 <= self.gae_lambda <= 1, "gae_lambda", "must be in [0, 1].")
-        check(self.activation in ("tanh", "relu"), "activation", "must be 'tanh' or 'relu'.")
 
     @property
     def rollout_size(self) -> int:
@@ -205,6 +200,13 @@ class PPO(Agent):
         self.generator.set_state(state["generator"].cpu())
 
 
-register(
-    AlgoSpec("ppo", PPOConfig, PPO, "on_policy", ("discrete", "box"), "Proximal Policy Optimisation + GAE")
+register_method(
+    agent_method(
+        "ppo",
+        "on_policy",
+        PPOConfig,
+        PPO,
+        ("discrete", "box"),
+        "Proximal Policy Optimisation + GAE",
+    )
 )

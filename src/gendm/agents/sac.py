@@ -1,13 +1,22 @@
 """Soft Actor-Critic (Haarnoja et al., 2018; automatic temperature, Haarnoja et al., 2018b).
 
-Clipped double-Q with a twin critic held as one stacked-parameter ensemble, a tanh-squashed Gaussian
-actor, and automatic entropy tuning toward ``target_entropy = -dim(A)``. The losses follow
-Stable-Baselines3's SAC; defaults follow SB3 / CleanRL as each field says. Speed habits: no
-autograd graph (``_gradients`` derives every gradient by hand) and one fused Adam call per update;
-one actor pass over ``next_obs`` and ``obs`` stacked, and one critic pass over ``(obs, a)`` and
-``(obs, pi)`` stacked, with row-restricted weight gradients (``gendm.nn.fused``); target update with
-one ``torch._foreach_lerp_``; no host sync in ``update``; acting skips the log-probability; optional
-bf16 hidden layers.
+A tanh-squashed Gaussian actor, an ensemble of Q critics (two by default: clipped double Q) held as
+one stacked-parameter network with Polyak-averaged targets, and a temperature tuned toward
+``target_entropy = -dim(A)``. ``SAC._losses`` is the method, top to bottom: the soft Bellman target
+from the target critics' minimum and the next action's log-probability, the critics' squared error,
+the reparameterised actor loss against the critics' minimum, and the temperature loss. They follow
+Stable-Baselines3's SAC (1/2 on the squared error, the minimum over critics in target and actor loss,
+the temperature loss in log alpha, log std clamped to [-20, 2]), except that the three losses share one
+backward pass and one fused Adam step, so the actor sees the critic from before this step's critic
+update, and that the tanh correction of log pi is exact (SB3 adds 1e-6 inside its log). Defaults
+follow SB3 / CleanRL as each field says. Variants: more critics (``num_critics``), a layer-normed
+critic, and dropout in it (``critic_layer_norm``, ``critic_dropout``: with both, DroQ's critic,
+Hiraoka et al., 2022; DroQ itself also takes many critic steps per env step, ``gradient_steps``).
+
+Speed path: ``gendm.agents.sac_handgrad`` derives the same gradients by hand, with no autograd graph
+and stacked passes; ``SACConfig.update`` says when it runs (tests/test_sac.py checks it against
+``_losses``). Either way: one fused Adam call per update, the target update as one
+``torch._foreach_lerp_``, no host sync in ``update``, and acting skips the log-probability.
 """
 
 from __future__ import annotations
@@ -20,18 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gendm.agents.base import Agent, AlgoSpec, OffPolicyConfig, box_bounds, register
+from gendm.agents.base import Agent, OffPolicyConfig, agent_method
+from gendm.agents.sac_handgrad import HandGradients
 from gendm.core.config import check
+from gendm.core.methods import register_method
+from gendm.data.normalize import ActionScaler
 from gendm.data.replay import Batch
 from gendm.nn import EnsembleMLP, mlp
-from gendm.nn.fused import (
-    cast_params,
-    ensemble_backward,
-    ensemble_forward,
-    layer_params,
-    mlp_backward,
-    mlp_forward,
-)
+from gendm.nn.mlp import fp32_head
+
+UPDATES = ("auto", "reference", "handgrad")
 
 
 @dataclass
@@ -46,6 +53,11 @@ class SACConfig(OffPolicyConfig):
     """Polyak coefficient of the target critics (SB3 / CleanRL: 0.005)."""
     num_critics: int = 2
     """Critics in the ensemble; targets use their minimum (clipped double Q: 2)."""
+    critic_layer_norm: bool = False
+    """Layer norm (a gain per critic) after each hidden layer of the critics, as in DroQ's critic."""
+    critic_dropout: float = 0.0
+    """Dropout rate in each hidden layer of the critics, before the layer norm, in every critic pass
+    including the target's (DroQ, Hiraoka et al., 2022; sbx's DroQ: 0.01 with the layer norm)."""
     init_temperature: float = 1.0
     """Initial entropy temperature alpha (SB3 'auto' starts at 1.0)."""
     autotune: bool = True
@@ -60,15 +72,46 @@ class SACConfig(OffPolicyConfig):
     """Lower clamp of the actor's log std (SB3: -20)."""
     log_std_max: float = 2.0
     """Upper clamp of the actor's log std (SB3: 2)."""
+    update: str = "auto"
+    """Gradient code: reference (the autograd losses of SAC._losses), handgrad (the same gradients
+    derived by hand, gendm.agents.sac_handgrad; not with critic_layer_norm or critic_dropout), or auto:
+    handgrad where it supports the config, as it was the faster in every case measured (one CPU thread,
+    benchmarks/loop_parts.py at HalfCheetah sizes: 8.8-9.0 vs 9.4-10.0 ms per update in fp32, 5.6-5.8
+    vs 7.4-7.5 ms in bf16; also with 5 and 10 critics and at Pendulum sizes; CUDA not measured)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.learning_rate > 0, "learning_rate", "must be > 0.")
         check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
         check(self.num_critics >= 1, "num_critics", "must be >= 1.")
+        check(0 <= self.critic_dropout < 1, "critic_dropout", f"must be in [0, 1), got {self.critic_dropout}")
         check(self.init_temperature > 0, "init_temperature", "must be > 0.")
         check(self.policy_frequency >= 1, "policy_frequency", "must be >= 1.")
         check(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max.")
+        check(self.update in UPDATES, "update", f"must be one of {', '.join(UPDATES)}, got {self.update!r}.")
+        unsupported = handgrad_unsupported(self)
+        check(
+            self.update != "handgrad" or unsupported is None,
+            unsupported or "update",
+            "update='handgrad' (the hand-derived gradients) covers only the plain ReLU critic; leave "
+            f"{unsupported} at its default, or use update='reference' (or 'auto', which picks it).",
+        )
+
+
+def handgrad_unsupported(config: SACConfig) -> str | None:
+    """The first field whose value the hand-derived update does not support, or None."""
+    if config.critic_layer_norm:
+        return "critic_layer_norm"
+    if config.critic_dropout > 0:
+        return "critic_dropout"
+    return None
+
+
+def resolve_update(config: SACConfig) -> str:
+    """``config.update`` with ``auto`` resolved (see ``SACConfig.update``)."""
+    if config.update != "auto":
+        return config.update
+    return "reference" if handgrad_unsupported(config) else "handgrad"
 
 
 class SquashedGaussianActor(nn.Module):
@@ -84,9 +127,16 @@ class SquashedGaussianActor(nn.Module):
     def forward(
         self, obs: torch.Tensor, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
         if deterministic:
-            return torch.tanh(self.net(obs).chunk(2, dim=-1)[0]), None
-        return self.sample(self.net(obs))
+            return torch.tanh(mean), None
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        noise = torch.randn_like(mean)
+        x = mean + log_std.exp() * noise  # reparameterised: gradients reach mean and log std
+        # log N(x; mean, std) - log|d tanh(x)/dx|, the latter written stably as 2(log 2 - x - softplus(-2x))
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - x - F.softplus(-2 * x))).sum(-1)
+        return torch.tanh(x), log_prob
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """The action of ``forward`` (the same draw from the global generator) without its
@@ -97,63 +147,45 @@ class SquashedGaussianActor(nn.Module):
         noise = torch.randn_like(mean)
         return torch.tanh(mean + log_std.clamp(self.log_std_min, self.log_std_max).exp() * noise)
 
-    def sample(self, net_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A squashed sample and its log-probability from the network's output ``(mean, log_std)``."""
-        noise = torch.randn_like(net_out[..., : net_out.shape[-1] // 2])
-        return _SquashedSample.apply(net_out, noise, self.log_std_min, self.log_std_max)
+
+class Critics(EnsembleMLP):
+    """``members`` Q-networks ``(obs, action) -> (members, batch, 1)``, as ``EnsembleMLP``; each hidden
+    layer optionally followed by dropout and a layer norm with per-member gains (DroQ: Linear, Dropout,
+    LayerNorm, ReLU). Without either it computes exactly what ``EnsembleMLP`` does."""
+
+    def __init__(
+        self, members: int, in_dim: int, hidden: tuple[int, ...], layer_norm: bool, dropout: float
+    ) -> None:
+        super().__init__(members, in_dim, 1, hidden)
+        self.dropout = dropout
+        self.norms = None
+        if layer_norm:
+            self.norms = nn.ModuleList(_EnsembleLayerNorm(members, width) for width in hidden)
+
+    def forward(self, x: torch.Tensor, detach: bool = False, member: int | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self.layers[:-1]):
+            x = layer(x, detach, member)
+            if self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
+            if self.norms is not None:
+                x = self.norms[i](x, detach, member)
+            x = self.act(x)
+        return fp32_head(self.layers[-1], x, detach, member)
 
 
-def squashed_sample(
-    net_out: torch.Tensor, noise: torch.Tensor, log_std_min: float, log_std_max: float
-) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """``a = tanh(mean + exp(clamp(log_std)) * noise)``, ``log pi(a)``, and what
-    ``squashed_sample_backward`` needs, for ``net_out = (mean, log_std)``.
+class _EnsembleLayerNorm(nn.Module):
+    """``nn.LayerNorm`` over the last dimension with a gain and bias per ensemble member."""
 
-    log pi(a) = log N(x; mean, std) - log|d tanh(x)/dx|, the latter written stably as
-    2(log 2 - x - softplus(-2x)).
-    """
-    mean, raw_log_std = net_out.chunk(2, dim=-1)
-    log_std = raw_log_std.clamp(log_std_min, log_std_max)
-    scaled_noise = log_std.exp() * noise
-    x = mean + scaled_noise
-    action = torch.tanh(x)
-    per_dim = 2 * (x + F.softplus(-2 * x)) - 0.5 * noise.square() - log_std
-    constant = noise.shape[-1] * (0.5 * math.log(2 * math.pi) + 2 * math.log(2))
-    inside = (raw_log_std >= log_std_min) & (raw_log_std <= log_std_max)
-    return action, per_dim.sum(-1) - constant, (action, scaled_noise, inside)
+    def __init__(self, members: int, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, width))
+        self.bias = nn.Parameter(torch.zeros(members, 1, width))
 
-
-def squashed_sample_backward(
-    saved: tuple[torch.Tensor, ...], grad_action: torch.Tensor | None, grad_log_prob: torch.Tensor | None
-) -> torch.Tensor:
-    """The gradient w.r.t. ``net_out`` of ``squashed_sample`` with the noise held fixed
-    (reparameterisation). The Gaussian term, written in the noise, does not depend on x, so
-    d log pi/dx = 2a from the tanh term; d a/dx = 1 - a^2; dx/d mean = 1, dx/d log_std = std * noise,
-    and log pi has -1 in log_std directly; clamped log stds get no gradient."""
-    action, scaled_noise, inside = saved
-    grad_x = torch.zeros_like(action)
-    if grad_action is not None:
-        grad_x = grad_action * (1 - action.square())
-    if grad_log_prob is not None:
-        grad_x = grad_x + 2 * action * grad_log_prob.unsqueeze(-1)
-    grad_log_std = grad_x * scaled_noise
-    if grad_log_prob is not None:
-        grad_log_std = grad_log_std - grad_log_prob.unsqueeze(-1)
-    return torch.cat([grad_x, grad_log_std * inside], -1)
-
-
-class _SquashedSample(torch.autograd.Function):
-    """``squashed_sample`` / ``squashed_sample_backward`` as one autograd node."""
-
-    @staticmethod
-    def forward(ctx, net_out, noise, log_std_min, log_std_max):
-        action, log_prob, saved = squashed_sample(net_out, noise, log_std_min, log_std_max)
-        ctx.save_for_backward(*saved)  # saves the output ``action`` without a reference cycle
-        return action, log_prob
-
-    @staticmethod
-    def backward(ctx, grad_action, grad_log_prob):
-        return squashed_sample_backward(ctx.saved_tensors, grad_action, grad_log_prob), None, None, None
+    def forward(self, x: torch.Tensor, detach: bool = False, member: int | None = None) -> torch.Tensor:
+        w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
+        if member is not None:
+            w, b = w[member], b[member]
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)
 
 
 class SAC(Agent):
@@ -167,13 +199,14 @@ class SAC(Agent):
     ) -> None:
         super().__init__(config, observation_space, action_space, device, total_steps)
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.action_scaler = ActionScaler.from_space(action_space).to(self.device)  # actor acts in [-1, 1]
         c = config
         self.actor = SquashedGaussianActor(obs_dim, act_dim, c.hidden, c.log_std_min, c.log_std_max).to(
             device
         )
-        self.critic = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
-        self.critic_target = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
+        critic_shape = (c.num_critics, obs_dim + act_dim, c.hidden, c.critic_layer_norm, c.critic_dropout)
+        self.critic = Critics(*critic_shape).to(device)
+        self.critic_target = Critics(*critic_shape).to(device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(c.init_temperature), device=device))
@@ -192,94 +225,67 @@ class SAC(Agent):
             "opt": self.opt,
             "temperature": _ParamHolder(self.log_alpha),
         }
-        self._actor_params = layer_params(self.actor.net)
-        self._critic_params = layer_params(self.critic.layers)
-        self._target_params = layer_params(self.critic_target.layers)
-        self._trained = [*self._actor_params, *self._critic_params, self.log_alpha]
-        self._gradients = self.maybe_compile(self._gradients)
+        self._targets, self._sources = list(self.critic_target.parameters()), list(self.critic.parameters())
+        # the path that computes the gradients (SACConfig.update): these losses, or the same derived by hand
+        self.update_path = resolve_update(c)
+        self._handgrad = HandGradients(self) if self.update_path == "handgrad" else None
+        if self._handgrad is None:
+            self._losses = self.maybe_compile(self._losses)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.actor.act(obs, deterministic) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(self.actor.act(obs, deterministic))
 
-    @torch.no_grad()
-    def _gradients(
+    def _q(self, obs: torch.Tensor, action: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        return self.critic(torch.cat([obs, action], -1), detach).squeeze(-1)  # (critics, batch)
+
+    def _losses(
         self, batch: Batch, alpha: torch.Tensor, update_actor: bool
-    ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
-        """Gradients of the summed critic, actor and temperature losses w.r.t. ``self._trained``
-        (None where a loss is skipped), derived by hand, with no autograd graph:
-
-        - critic: ``0.5 sum_m mean_i (Q_m(s, a) - y)^2``, ``y = r + gamma (1 - term) (min_m Q'_m(s', a')
-          - alpha log pi(a'|s'))``, ``a' ~ pi(s')``: d/dQ_m = (Q_m - y) / n;
-        - actor: ``mean_i(alpha log pi(a~|s) - min_m Q_m(s, a~))``, ``a~ ~ pi(s)`` reparameterised, the
-          critic held fixed: d/dQ_m = -1/n for the minimising member, d/d log pi = alpha / n;
-        - temperature: ``-mean_i(log alpha (log pi(a~|s) + target_entropy))``.
-
-        The losses touch disjoint parameters, so these are exactly the gradients of separate
-        updates (tests check them against autograd on plain modules); the only difference from SB3's
-        sequence is that the actor sees the critic from before this step's critic update. One actor
-        pass covers ``[next_obs; obs]`` and one critic pass ``[(obs, a); (obs, a~)]``, the critic's
-        weight gradients taken from the first rows only.
-        """
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Critic, actor (on actor steps) and temperature (with autotune) losses, summed for one
+        backward pass: they touch disjoint parameters (the target under no_grad, the actor's Q through
+        detached critic weights, the temperature's loss on a detached log-probability), so their
+        gradients are exactly those of separate updates."""
         c = self.config
-        n, obs_dim = batch.obs.shape
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        actions = (batch.actions - self.action_bias) / self.action_scale
-        actor_copies = cast_params(self._actor_params, dtype)
-        actor_obs = torch.cat([batch.next_obs, batch.obs]) if update_actor else batch.next_obs
-        out, actor_saved = mlp_forward(actor_obs, actor_copies, self._actor_params)
-        noise = torch.randn_like(out[:, : out.shape[1] // 2])
-        sampled, log_probs, sample_saved = squashed_sample(out, noise, c.log_std_min, c.log_std_max)
-
-        next_in = torch.cat([batch.next_obs, sampled[:n]], -1)
-        target_copies = cast_params(self._target_params, dtype)
-        next_q = ensemble_forward(next_in, target_copies, self._target_params)[0]
-        next_q = next_q.squeeze(-1).min(0).values
-        target = batch.rewards + (1 - batch.terminations) * c.gamma * (next_q - alpha * log_probs[:n])
-
-        critic_in = torch.cat([batch.obs, actions], -1)
-        if update_actor:
-            critic_in = torch.cat([critic_in, torch.cat([batch.obs, sampled[n:]], -1)])
-        critic_copies = cast_params(self._critic_params, dtype)
-        q_all, critic_saved = ensemble_forward(critic_in, critic_copies, self._critic_params)
-        q_all = q_all.squeeze(-1)
-        td = q_all[:, :n] - target
-        grad_q = torch.zeros_like(q_all)
-        grad_q[:, :n] = td / n
-        critic_loss = 0.5 * td.square().mean(-1).sum()
-        metrics = {"losses/critic": critic_loss, "losses/q_mean": q_all[:, :n].mean()}
-        if not update_actor:
-            critic_grads, _ = ensemble_backward(
-                critic_saved, critic_copies, grad_q.unsqueeze(-1), slice(0, n)
-            )
-            return [None] * len(self._actor_params) + critic_grads + [None], metrics
-
-        min_q_pi, argmin = q_all[:, n:].min(0)
-        grad_q[:, n:].scatter_(0, argmin.unsqueeze(0), -1.0 / n)
-        critic_grads, grad_in = ensemble_backward(
-            critic_saved, critic_copies, grad_q.unsqueeze(-1), slice(0, n), input_rows=slice(n, None)
-        )
-        log_prob = log_probs[n:]
-        grad_out = squashed_sample_backward(
-            tuple(t[n:] for t in sample_saved), grad_in[:, obs_dim:].float(), (alpha / n).expand(n)
-        )
-        actor_grads, _ = mlp_backward(actor_saved, actor_copies, grad_out, rows=slice(n, None))
-        metrics["losses/actor"] = (alpha * log_prob - min_q_pi).mean()
-        metrics["charts/entropy"] = -log_prob.mean()
-        alpha_grad = None
-        if c.autotune:
-            alpha_grad = -(log_prob + self.target_entropy).mean()
-            metrics["losses/alpha"] = self.log_alpha * alpha_grad
-        return [*actor_grads, *critic_grads, alpha_grad], metrics
+        with self.autocast():
+            actions = self.action_scaler.scale(batch.actions)
+            # critic: 0.5 sum_m E[(Q_m(s, a) - y)^2] with the soft Bellman target
+            # y = r + gamma (1 - term) (min_m Q'_m(s', a') - alpha log pi(a'|s')), a' ~ pi(s')
+            with torch.no_grad():
+                next_actions, next_log_prob = self.actor(batch.next_obs)
+                next_q = self.critic_target(torch.cat([batch.next_obs, next_actions], -1)).squeeze(-1)
+                soft_value = next_q.min(0).values - alpha * next_log_prob
+                target = batch.rewards + (1 - batch.terminations) * c.gamma * soft_value
+            q = self._q(batch.obs, actions)
+            critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
+            loss = critic_loss
+            metrics = {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
+            if update_actor:
+                # actor: E[alpha log pi(a~|s) - min_m Q_m(s, a~)], a~ = tanh(mean + std * noise)
+                pi, log_prob = self.actor(batch.obs)
+                actor_loss = (alpha * log_prob - self._q(batch.obs, pi, detach=True).min(0).values).mean()
+                loss = loss + actor_loss
+                metrics |= {"losses/actor": actor_loss.detach(), "charts/entropy": -log_prob.detach().mean()}
+                if c.autotune:
+                    # temperature: -E[log alpha (log pi(a~|s) + target_entropy)] (SB3's, in log alpha)
+                    alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+                    loss = loss + alpha_loss
+                    metrics["losses/alpha"] = alpha_loss.detach()
+        return loss, metrics
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        c = self.config
         alpha = self.log_alpha.detach().exp()
-        grads, metrics = self._gradients(batch, alpha, self.num_updates % self.config.policy_frequency == 0)
-        for param, grad in zip(self._trained, grads, strict=True):
-            param.grad = grad
+        update_actor = self.num_updates % c.policy_frequency == 0
+        if self._handgrad is None:
+            loss, metrics = self._losses(batch, alpha, update_actor)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        else:  # the same gradients, derived by hand
+            metrics = self._handgrad.set_gradients(batch, alpha, update_actor)
         self.opt.step()
-        if self.num_updates % self.config.target_network_frequency == 0:
-            torch._foreach_lerp_(self._target_params, self._critic_params, self.config.tau)
+        if self.num_updates % c.target_network_frequency == 0:
+            torch._foreach_lerp_(self._targets, self._sources, c.tau)
         self.num_updates += 1
         metrics["charts/alpha"] = alpha
         return metrics
@@ -293,8 +299,13 @@ class _ParamHolder(nn.Module):
         self.param = param
 
 
-register(
-    AlgoSpec(
-        "sac", SACConfig, SAC, "off_policy", ("box",), "Soft Actor-Critic, twin critics, auto temperature"
+register_method(
+    agent_method(
+        "sac",
+        "off_policy",
+        SACConfig,
+        SAC,
+        ("box",),
+        "Soft Actor-Critic, twin critics, auto temperature",
     )
 )

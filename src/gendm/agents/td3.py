@@ -15,35 +15,30 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from gendm.agents.base import Agent, AlgoSpec, OffPolicyConfig, box_bounds, register
-from gendm.core.config import check
+from gendm.agents.base import Agent, OffPolicyConfig, agent_method
+from gendm.core.config import field
+from gendm.core.methods import register_method
+from gendm.data.normalize import ActionScaler
 from gendm.data.replay import Batch
 from gendm.nn import EnsembleMLP, mlp
 
 
 @dataclass
 class TD3Config(OffPolicyConfig):
-    learning_rate: float = 3e-4
+    learning_rate: float = field(3e-4, gt=0)
     """Adam learning rate of actor and critics (CleanRL / SB3: 3e-4; RL Zoo uses 1e-3 on Pendulum)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths (CleanRL: 256, 256; SB3: 400, 300)."""
-    tau: float = 0.005
+    tau: float = field(0.005, gt=0, le=1)
     """Polyak coefficient of the targets (CleanRL / SB3: 0.005)."""
-    exploration_noise: float = 0.1
+    exploration_noise: float = field(0.1, ge=0)
     """Std of the Gaussian action noise while collecting, in units of half the action range (0.1)."""
     policy_noise: float = 0.2
     """Std of the target policy smoothing noise (0.2)."""
     noise_clip: float = 0.5
     """Clip of the target policy smoothing noise (0.5)."""
-    policy_frequency: int = 2
+    policy_frequency: int = field(2, ge=1)
     """Gradient steps between actor and target updates (2)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.learning_rate > 0, "learning_rate", "must be > 0.")
-        check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
-        check(self.exploration_noise >= 0, "exploration_noise", "must be >= 0.")
-        check(self.policy_frequency >= 1, "policy_frequency", "must be >= 1.")
 
 
 class TD3(Agent):
@@ -57,7 +52,7 @@ class TD3(Agent):
     ) -> None:
         super().__init__(config, observation_space, action_space, device, total_steps)
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.action_scaler = ActionScaler.from_space(action_space).to(self.device)
         c = config
         self.actor = nn.Sequential(mlp(obs_dim, act_dim, c.hidden), nn.Tanh()).to(device)
         self.actor_target = nn.Sequential(mlp(obs_dim, act_dim, c.hidden), nn.Tanh()).to(device)
@@ -85,14 +80,14 @@ class TD3(Agent):
         action = self.actor(obs)
         if not deterministic:
             action = (action + self.config.exploration_noise * torch.randn_like(action)).clamp(-1, 1)
-        return action * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(action)
 
     def _losses(self, batch: Batch, update_actor: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Critic loss, plus the actor loss on delayed steps, summed for one backward pass: they touch
         disjoint parameters (the actor's Q goes through detached critic weights)."""
         c = self.config
         with self.autocast():
-            actions = (batch.actions - self.action_bias) / self.action_scale
+            actions = self.action_scaler.scale(batch.actions)
             with torch.no_grad():
                 noise = (torch.randn_like(actions) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
                 next_actions = (self.actor_target(batch.next_obs) + noise).clamp(-1, 1)
@@ -125,4 +120,4 @@ class TD3(Agent):
         return metrics
 
 
-register(AlgoSpec("td3", TD3Config, TD3, "off_policy", ("box",), "Twin Delayed DDPG"))
+register_method(agent_method("td3", "off_policy", TD3Config, TD3, ("box",), "Twin Delayed DDPG"))

@@ -22,8 +22,10 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from gendm.agents.base import AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.core.config import check
+from gendm.agents.base import OfflineAgent, OfflineConfig, agent_method
+from gendm.core.config import field
+from gendm.core.methods import register_method
+from gendm.data.normalize import ActionScaler
 from gendm.data.replay import Batch
 from gendm.nn import EnsembleMLP, mlp
 
@@ -33,35 +35,25 @@ class TD3BCConfig(OfflineConfig):
     normalize_obs: bool = True
     """Standardise observations with the dataset's mean and std + 1e-3 (paper; d3rlpy's reproduction
     script: StandardObservationScaler, whose eps is also 1e-3)."""
-    actor_learning_rate: float = 3e-4
+    actor_learning_rate: float = field(3e-4, gt=0)
     """Adam learning rate of the actor (paper and d3rlpy: 3e-4)."""
-    critic_learning_rate: float = 3e-4
+    critic_learning_rate: float = field(3e-4, gt=0)
     """Adam learning rate of the critics (paper and d3rlpy: 3e-4)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of actor and critics (paper and d3rlpy: 256, 256)."""
-    tau: float = 0.005
+    tau: float = field(0.005, gt=0, le=1)
     """Polyak coefficient of the targets (paper and d3rlpy: 0.005)."""
-    num_critics: int = 2
+    num_critics: int = field(2, ge=1)
     """Q functions in the ensemble; targets use their minimum, the actor the first (2)."""
-    alpha: float = 2.5
+    alpha: float = field(2.5, ge=0)
     """Weight of the Q term relative to behaviour cloning, alpha in lambda = alpha / mean|Q| (2.5)."""
-    policy_noise: float = 0.2
+    policy_noise: float = field(0.2, ge=0)
     """Std of the target policy smoothing noise, actions in [-1, 1] (paper and d3rlpy
     target_smoothing_sigma: 0.2)."""
-    noise_clip: float = 0.5
+    noise_clip: float = field(0.5, ge=0)
     """Clip of the target policy smoothing noise (paper and d3rlpy target_smoothing_clip: 0.5)."""
-    policy_delay: int = 2
+    policy_delay: int = field(2, ge=1)
     """Gradient steps between actor and target updates (paper and d3rlpy update_actor_interval: 2)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.actor_learning_rate > 0, "actor_learning_rate", "must be > 0.")
-        check(self.critic_learning_rate > 0, "critic_learning_rate", "must be > 0.")
-        check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
-        check(self.num_critics >= 1, "num_critics", "must be >= 1.")
-        check(self.alpha >= 0, "alpha", "must be >= 0.")
-        check(self.policy_noise >= 0 and self.noise_clip >= 0, "policy_noise", "noise and clip must be >= 0.")
-        check(self.policy_delay >= 1, "policy_delay", "must be >= 1.")
 
 
 class TD3BC(OfflineAgent):
@@ -76,7 +68,7 @@ class TD3BC(OfflineAgent):
         super().__init__(config, observation_space, action_space, device, total_steps)
         c = config
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.action_scaler = ActionScaler.from_space(action_space).to(self.device)
         self.actor = nn.Sequential(mlp(obs_dim, act_dim, c.hidden), nn.Tanh()).to(device)
         self.actor_target = nn.Sequential(mlp(obs_dim, act_dim, c.hidden), nn.Tanh()).to(device)
         self.critic = EnsembleMLP(c.num_critics, obs_dim + act_dim, 1, c.hidden).to(device)
@@ -103,7 +95,7 @@ class TD3BC(OfflineAgent):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.actor(self.obs_norm(obs)) * self.action_scale + self.action_bias
+        return self.action_scaler.unscale(self.actor(self.obs_norm(obs)))
 
     def _losses(self, batch: Batch, update_actor: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Critic loss, plus the actor loss on delayed steps, summed for one backward pass: they touch
@@ -111,7 +103,7 @@ class TD3BC(OfflineAgent):
         c = self.config
         with self.autocast():
             obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)
-            actions = (batch.actions - self.action_bias) / self.action_scale
+            actions = self.action_scaler.scale(batch.actions)
             with torch.no_grad():
                 noise = (torch.randn_like(actions) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
                 next_actions = (self.actor_target(next_obs) + noise).clamp(-1, 1)
@@ -142,6 +134,13 @@ class TD3BC(OfflineAgent):
         return metrics
 
 
-register(
-    AlgoSpec("td3bc", TD3BCConfig, TD3BC, "offline", ("box",), "TD3+BC: TD3 with a behaviour-cloning term")
+register_method(
+    agent_method(
+        "td3bc",
+        "offline",
+        TD3BCConfig,
+        TD3BC,
+        ("box",),
+        "TD3+BC: TD3 with a behaviour-cloning term",
+    )
 )

@@ -9,7 +9,7 @@ proposal ``propose(obs_rep, n) = policy.act(obs_rep, deterministic=False)``.
 
 - ``policy``: the ``--out`` directory (or checkpoint directory) of any gendm run whose agent acts one
   step at a time — bc, iql, td3bc, idql, sac, ... — rebuilt from its checkpoint the way
-  ``gendm data collect --policy`` does (``gendm.data.collect.checkpoint_agent``, observation
+  ``gendm data collect --policy`` does (``gendm.agents.loading.checkpoint_agent``, observation
   normaliser included). A policy whose ``act`` is deterministic (TD3+BC) proposes K equal actions and
   gains nothing.
 - the critic: IQL's (expectile V, twin Q; ``gendm.agents.critics.IQLCritic``) trained on the dataset
@@ -28,61 +28,39 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from gendm.agents.base import Agent, AlgoSpec, OfflineAgent, OfflineConfig, box_bounds, register
-from gendm.agents.critics import IQLCritic, ReturnScaled
-from gendm.core.config import check
+from gendm.agents.base import Agent, OfflineAgent, OfflineConfig, agent_method
+from gendm.agents.critics import IQLCritic, IQLCriticConfig, ReturnScaled
+from gendm.agents.loading import OBS_NORM_EPS, checkpoint_agent
+from gendm.core.config import field
 from gendm.core.errors import ConfigError
+from gendm.core.methods import register_method
+from gendm.data.normalize import ActionScaler
 from gendm.data.replay import Batch
 from gendm.steering import steer
 
 
 @dataclass
-class VGPSConfig(OfflineConfig):
+class VGPSConfig(IQLCriticConfig, OfflineConfig):
+    """V-GPS's fields; the ``IQLCriticConfig`` fields configure the critic trained here (critic=None)."""
+
     policy: str = ""
     """Run or checkpoint directory of the trained policy to steer (required: policy=RUN_DIR); its weights
     stay as they are."""
     critic: str | None = None
     """Run or checkpoint directory of a finished iql run whose critic scores the actions; None trains an
     IQL critic on the dataset in update."""
-    num_candidates: int = 10
+    num_candidates: int = field(10, ge=1)
     """K, actions drawn from the policy per observation (the paper samples 10-50)."""
-    selector: str = "argmax"
+    selector: str = field("argmax", choices=("argmax", "softmax"))
     """argmax (the greedy limit of the paper's softmax over Q) or softmax (sample ∝ exp(Q / temperature))."""
-    temperature: float = 1.0
+    temperature: float = field(1.0, gt=0)
     """Temperature of the softmax selector."""
-    critic_learning_rate: float = 3e-4
-    """Adam learning rate of the Q twins and V trained here (IQL, d3rlpy: 3e-4)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden widths of the Q twins and V trained here (IQL, d3rlpy: 256, 256)."""
-    num_critics: int = 2
-    """Q functions in the ensemble; scores use their minimum (IQL: 2)."""
-    tau: float = 0.005
-    """Polyak coefficient of the target critics (IQL: 0.005)."""
-    expectile: float = 0.7
-    """Expectile of V's regression onto Q (IQL locomotion: 0.7)."""
-    return_scale: float | None = None
-    """If set, rewards are multiplied by return_scale / (max - min episode return) (IQL locomotion: 1000)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.num_candidates >= 1, "num_candidates", "must be >= 1.")
-        check(
-            self.selector in ("argmax", "softmax"),
-            "selector",
-            f"must be 'argmax' or 'softmax', got {self.selector!r}.",
-        )
-        check(self.temperature > 0, "temperature", "must be > 0.")
-        check(self.critic_learning_rate > 0, "critic_learning_rate", "must be > 0.")
-        check(self.num_critics >= 1, "num_critics", "must be >= 1.")
-        check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
-        check(0 < self.expectile < 1, "expectile", f"must be in (0, 1), got {self.expectile}.")
-        check(self.return_scale is None or self.return_scale > 0, "return_scale", "must be > 0 or None.")
 
 
 def load_policy(path: str, observation_space: gym.Space, action_space: gym.Space, device: torch.device):
     """The agent saved at ``path`` and a function from raw observations to what it expects."""
-    from gendm.data.collect import OBS_NORM_EPS, checkpoint_agent
-
     agent, obs_stats, info = checkpoint_agent(path, str(device))
     if (agent.observation_space.shape, agent.action_space.shape) != (
         observation_space.shape,
@@ -119,7 +97,7 @@ class VGPS(ReturnScaled, OfflineAgent):
         super().__init__(config, observation_space, action_space, device, total_steps)
         c = config
         obs_dim, act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
-        self.action_scale, self.action_bias = box_bounds(action_space, self.device)
+        self.action_scaler = ActionScaler.from_space(action_space).to(self.device)
         if not c.policy:
             raise ConfigError(
                 "Field 'policy': V-GPS steers a trained policy: set policy=RUN_DIR (the --out directory of "
@@ -153,8 +131,7 @@ class VGPS(ReturnScaled, OfflineAgent):
         """The score of env-unit actions at raw observations: min_i Q'_i(s, a), ``(batch,)``."""
         if self.critic_agent is not None:
             return self.critic_agent.q_value(obs, actions)
-        a = ((actions - self.action_bias) / self.action_scale).clamp(-1, 1)
-        return self.critic.q_target(self.obs_norm(obs), a)
+        return self.critic.q_target(self.obs_norm(obs), self.action_scaler.scale(actions, clip=True))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -175,7 +152,7 @@ class VGPS(ReturnScaled, OfflineAgent):
         c = self.config
         with self.autocast():
             obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)
-            actions = ((batch.actions - self.action_bias) / self.action_scale).clamp(-1, 1)
+            actions = self.action_scaler.scale(batch.actions, clip=True)
             loss, metrics, _ = self.critic.losses(
                 obs,
                 actions,
@@ -200,12 +177,12 @@ class VGPS(ReturnScaled, OfflineAgent):
         return metrics
 
 
-register(
-    AlgoSpec(
+register_method(
+    agent_method(
         "vgps",
+        "offline",
         VGPSConfig,
         VGPS,
-        "offline",
         ("box",),
         "V-GPS: any trained policy's actions re-ranked by an offline (IQL) Q-function",
     )

@@ -26,10 +26,11 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``fig`` as a PNG; ``metadata`` goes into its text chunks (e.g. ``Description``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
+    fig.savefig(path, dpi=DPI, format="png", metadata=metadata)
     fig.clear()
     return path
 
@@ -80,7 +81,8 @@ def plot_learning_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    axes = f"x: {ax.get_xlabel()}; y: {ax.get_ylabel()}"  # the drawn labels, readable from the file
+    return _save(fig, path, {"Title": title, "Description": axes})
 
 
 def _interval_rows(ax, rows: Sequence[tuple[str, Interval]], colors: Sequence) -> None:

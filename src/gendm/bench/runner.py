@@ -23,12 +23,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from gendm.bench.report import write_report
 from gendm.bench.spec import BenchSpec, RunSpec, no_runs_reason
-from gendm.bench.store import Store
+from gendm.bench.store import RESULTS_DB, Store
 from gendm.core.atomic import atomic_write_json, atomic_write_text
 from gendm.core.errors import ConfigError, SpecError
-
-RESULTS_DB = "results.sqlite"
 
 
 def run_dir_of(out_dir: Path, run: RunSpec) -> Path:
@@ -105,8 +104,6 @@ def run_bench(
         bar.close()
     result: dict[str, Any] = {"counts": store.counts()}
     if report:
-        from gendm.bench.reporting import write_report
-
         result = write_report(out_dir)
     store.close()
     return result

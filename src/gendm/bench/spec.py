@@ -25,7 +25,7 @@ into runs. Every mistake is reported with the path of the offending field (``tas
 
     [methods.react]                # a language agent (react, stateact, react+q) over a model backend:
     backend = "openai:http://127.0.0.1:8000/v1#my-model"   # or "hf:/path/to/model-dir"
-    set = { history = 2, chat = true }     # gendm.train.language.AgentRunConfig fields
+    set = { history = 2, chat = true }     # gendm.language_agents.methods.AgentRunConfig fields
     backend_options = { timeout_s = 10, max_retries = 1 }  # gendm.lm.BackendOptions (not in the run id)
                                    # plays eval_episodes episodes per seed on text environments:
     [[tasks]]                      # MiniGrid / BabyAI levels or TextWorld game files
@@ -49,9 +49,9 @@ from typing import Any
 
 import gymnasium as gym
 
-from gendm.agents import ALGOS
-from gendm.core.config import apply_overrides, to_dict
+from gendm.core.config import to_dict
 from gendm.core.errors import GendmError, SpecError, suggest
+from gendm.core.methods import Method, TaskInfo, run_option_problem
 from gendm.core.seeding import MAX_SEED
 from gendm.envs import check_env_id
 from gendm.envs.references import SUITES
@@ -341,8 +341,8 @@ def no_runs_reason(skipped: list[str]) -> str:
 @dataclass(frozen=True)
 class _Method:
     algo: str
-    family: str
-    """online, offline, agent (a language agent) or finetune (RL fine-tuning of a language model)."""
+    method: Method
+    """The registered method (``gendm.core.methods``)."""
     overrides: dict[str, Any]
     config: dict[str, Any]
     intrinsic: dict[str, Any] | None = None
@@ -351,77 +351,56 @@ class _Method:
 
 
 def _parse_method(name: str, table: dict[str, Any], where: str) -> _Method:
-    from gendm.train.language import AGENT_METHODS, LANGUAGE_METHODS, language_config, parse_backend_options
+    from gendm.train import all_methods
+    from gendm.train.language import parse_backend_options
 
+    methods = all_methods()
     algo = table.get("algo", name)
+    if algo not in methods:
+        raise SpecError(
+            f"Spec field {where}algo: unknown algorithm {algo!r}.{suggest(algo, methods)} "
+            f"Algorithms: {', '.join(methods)}."
+        )
+    method = methods.get(algo)
     overrides = table.get("set", {})
     backend = table.get("backend")
-    if algo in LANGUAGE_METHODS:
-        family = "agent" if algo in AGENT_METHODS else "finetune"
-        if "intrinsic" in table:
-            raise SpecError(f"Spec field {where}intrinsic: {algo} is a language method; it takes none.")
-        if backend is None and family == "agent":
-            raise SpecError(
-                f"Spec field {where}backend is missing: {algo} prompts a language model "
-                '(backend = "hf:/path/to/model-dir" or "openai:http://host:port/v1#model").'
-            )
-        if backend is not None:
-            _check_backend(backend, where + "backend", fine_tuned=family == "finetune")
-        try:
-            config = to_dict(language_config(algo, overrides, backend))
-        except GendmError as e:
-            raise SpecError(f"Spec field {where}set: {e}") from None
-        options = table.get("backend_options")
-        if options is not None:
-            if family != "agent":
-                raise SpecError(
-                    f"Spec field {where}backend_options: {algo} loads its model itself; only language "
-                    f"agents ({', '.join(AGENT_METHODS)}) take backend options."
-                )
-            try:
-                options = to_dict(parse_backend_options(options, backend))
-            except GendmError as e:
-                raise SpecError(f"Spec field {where}backend_options: {e}") from None
-        return _Method(algo, family, overrides, config, backend=backend, backend_options=options)
-    if algo not in ALGOS:
-        names = [*ALGOS, *LANGUAGE_METHODS]
-        raise SpecError(
-            f"Spec field {where}algo: unknown algorithm {algo!r}.{suggest(algo, names)} "
-            f"Algorithms: {', '.join(names)}."
-        )
-    spec = ALGOS.get(algo)
+    problem = run_option_problem(
+        method,
+        intrinsic="intrinsic" in table,
+        backend=backend,
+        backend_options="backend_options" in table,
+    )
+    if problem is not None:
+        key, what = problem
+        if key == "backend" and backend is None:
+            raise SpecError(f"Spec field {where}backend is missing: {what}")
+        raise SpecError(f"Spec field {where}{key}: {what}")
     if backend is not None:
-        raise SpecError(f"Spec field {where}backend: {algo} is no language method; drop the backend.")
-    if "backend_options" in table:
-        raise SpecError(f"Spec field {where}backend_options: {algo} is no language agent; drop them.")
+        _check_backend(backend, where + "backend")
     try:
-        config = to_dict(apply_overrides(spec.config_cls(), overrides))
+        config = to_dict(method.make_config(overrides, backend))
     except GendmError as e:
         raise SpecError(f"Spec field {where}set: {e}") from None
+    options = table.get("backend_options")
+    if options is not None:
+        try:
+            options = to_dict(parse_backend_options(options, backend))
+        except GendmError as e:
+            raise SpecError(f"Spec field {where}backend_options: {e}") from None
     intrinsic = None
     if "intrinsic" in table:
-        if spec.kind == "offline":
-            raise SpecError(
-                f"Spec field {where}intrinsic: {algo} is offline; exploration rewards are online only."
-            )
         from gendm.rewards.factory import parse_intrinsic  # the rewards layer only when asked for
 
         try:
             intrinsic = parse_intrinsic(table["intrinsic"]).to_dict()
         except GendmError as e:
             raise SpecError(f"Spec field {where}intrinsic: {e}") from None
-    family = "offline" if spec.kind == "offline" else "online"
-    return _Method(algo, family, overrides, config, intrinsic)
+    return _Method(algo, method, overrides, config, intrinsic, backend, options)
 
 
-def _check_backend(value: str, where: str, fine_tuned: bool) -> None:
+def _check_backend(value: str, where: str) -> None:
     """The form of a backend spec (nothing is loaded or contacted here: workers may run elsewhere)."""
     kind, _, rest = value.partition(":")
-    if fine_tuned and kind != "hf":
-        raise SpecError(
-            f"Spec field {where}: fine-tuning changes the weights, so it needs a local model directory "
-            f'("hf:/path/to/model-dir"), got {value!r}.'
-        )
     if (kind == "hf" and rest) or (kind == "openai" and "#" in rest):
         return
     raise SpecError(
@@ -431,7 +410,7 @@ def _check_backend(value: str, where: str, fine_tuned: bool) -> None:
 
 
 def _text_task(name: str, where: str) -> str:
-    from gendm.train.language import TEXT_TASKS
+    from gendm.finetune.text_tasks import TEXT_TASKS
 
     task = f"text:{name}"
     if task not in TEXT_TASKS:
@@ -448,62 +427,31 @@ class _Task:
 
     def __init__(self, kind: str, env_id: str, where: str) -> None:
         self.kind, self.env_id, self.where = kind, env_id, where
-        self._space: tuple[gym.Space | None, gym.Space] | None = None
-        self._text: str | None = None  # why env_id is no text environment ("" if it is one)
         if kind == "env" and not is_game_file(env_id):
             _check_env(env_id, where)
+        self.info = TaskInfo(kind, env_id, self._spaces)
 
     def refuses(self, name: str, m: _Method) -> str | None:
-        """Why method ``name`` cannot run on this task, or None."""
-        env_id, label = self.env_id, f"{name} ({m.algo})"
-        if m.family == "agent":
-            if self.kind != "env":
-                return f"{label} is a language agent, and {env_id} is not a text environment"
-            why = self._text_env()
-            return f"{label} is a language agent, and {why}" if why else None
-        if m.family == "finetune":
-            if self.kind == "text_task":
-                return None
-            return f"{label} fine-tunes a language model on a text task, and {env_id} is not one"
-        if self.kind == "text_task":
-            return f'{label} cannot learn text task {env_id}: only LOOP (algo = "loop") fine-tunes there'
-        if m.family == "offline" and self.kind != "dataset":
-            return f"{label} learns from a dataset, and {env_id} is an environment"
-        if self.kind == "dataset" and m.family != "offline":
-            return f"{label} is an online algorithm, and {env_id} is a dataset"
-        if is_game_file(env_id):
-            return f"{label} cannot play TextWorld game file {env_id}: language agents only"
-        observations, space = self._spaces()
-        if not ALGOS.get(m.algo).supports(space):
-            return f"{label} cannot act in {env_id} ({type(space).__name__} actions)"
-        if observations is not None and not isinstance(observations, gym.spaces.Box):
-            return f"{label} needs vector observations, and {env_id} has {type(observations).__name__} ones"
-        return None
+        """Why method ``name`` cannot run on this task (``Method.accepts``), or None."""
+        try:
+            why = m.method.accepts(self.info)
+        except SpecError:
+            raise
+        except GendmError as e:  # the task itself is malformed (a missing game file)
+            raise SpecError(f"Spec field {self.where}{self.kind}: {e}") from None
+        return None if why is None else f"{name} ({m.algo}) {why}"
 
-    def _spaces(self) -> tuple[gym.Space | None, gym.Space]:
+    def _spaces(self) -> tuple[gym.Space | None, gym.Space | None]:
         """(observation space or None for a dataset, action space)."""
-        if self._space is None:
-            if self.kind == "dataset":
-                self._space = (None, _dataset_action_space(self.env_id, self.where))
-            else:
-                _check_env(self.env_id, self.where)
-                env = gym.make(self.env_id)
-                self._space = (env.observation_space, env.action_space)
-                env.close()
-        return self._space
-
-    def _text_env(self) -> str:
-        if self._text is None:
-            from gendm.language_agents.play import check_text_env
-
-            try:
-                check_text_env(self.env_id)
-                self._text = ""
-            except GendmError as e:
-                if is_game_file(self.env_id):  # a missing game file is a mistake, not a mismatch
-                    raise SpecError(f"Spec field {self.where}env: {e}") from None
-                self._text = str(e).rstrip(".")
-        return self._text
+        if self.kind == "dataset":
+            return None, _dataset_action_space(self.env_id, self.where)
+        if self.kind == "text_task":
+            return None, None
+        _check_env(self.env_id, self.where)
+        env = gym.make(self.env_id)
+        spaces = (env.observation_space, env.action_space)
+        env.close()
+        return spaces
 
 
 def _check_env(env_id: str, where: str) -> None:
@@ -517,7 +465,7 @@ def _dataset_action_space(name: str, where: str) -> gym.Space:
     """The action space stored in a local dataset's metadata (its arrays are not read)."""
     from minari.serialization import deserialize_space
 
-    from gendm.data.dataset import read_metadata
+    from gendm.data.minari_io import read_metadata
 
     try:
         meta = read_metadata(name)

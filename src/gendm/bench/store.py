@@ -10,12 +10,15 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gendm.bench.report import RunRecord
 from gendm.bench.spec import RunSpec
 from gendm.core.errors import GendmError
+
+RESULTS_DB = "results.sqlite"
+"""The store's file name inside a benchmark directory."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -24,16 +27,49 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL DEFAULT 'pending', error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
     started_at REAL, finished_at REAL, wall_s REAL, train_s REAL, env_steps INTEGER, grad_steps INTEGER,
     final_return REAL, env_steps_per_s REAL, grad_steps_per_s REAL, peak_rss_mb REAL,
-    versions_json TEXT, git_commit TEXT, host TEXT, worker TEXT, precision TEXT
+    versions_json TEXT, git_commit TEXT, host TEXT, worker TEXT, precision TEXT, step_unit TEXT
 );
 CREATE TABLE IF NOT EXISTS curves (
     run_id TEXT NOT NULL REFERENCES runs(run_id), env_steps INTEGER NOT NULL, return_mean REAL NOT NULL,
     return_std REAL, wall_s REAL, PRIMARY KEY (run_id, env_steps)
 );
 """
-ADDED_COLUMNS = (("precision", "TEXT"),)
+ADDED_COLUMNS = (("precision", "TEXT"), ("step_unit", "TEXT"))
 STATUSES = ("pending", "running", "done", "failed")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class RunRecord:
+    """Outcome of one (method, task, seed) run; ``curve`` holds (step, mean eval return) in order, the
+    step counted in ``step_unit``."""
+
+    method: str
+    task: str
+    seed: int
+    status: str
+    final_return: float | None
+    env_steps: int
+    grad_steps: int
+    wall_s: float
+    peak_rss_mb: float | None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    error: str | None = None
+    train_s: float | None = None
+    """Training time without evaluation and checkpoints; throughput uses it when known."""
+    precision: str | None = None
+    """The update precision the run resolved to (``auto`` -> fp32 or bf16 for its device)."""
+    step_unit: str = "env_steps"
+    """What the curve's steps count: ``env_steps`` (online), ``grad_steps`` (offline) or ``iterations``
+    (fine-tuning), as the run's summary.json says."""
+
+
+def legacy_step_unit(task: str, env_steps: int | None) -> str:
+    """The step unit of a run recorded before the store kept it: fine-tuning iterations on text tasks,
+    gradient steps when no environment step was taken (an offline run), else environment steps."""
+    if task.startswith("text:"):
+        return "iterations"
+    return "grad_steps" if not env_steps else "env_steps"
 
 
 class StoreError(GendmError):
@@ -141,7 +177,7 @@ class Store:
             self.db.execute(
                 "UPDATE runs SET status='done', error=?, finished_at=?, wall_s=?, train_s=?, env_steps=?, "
                 "grad_steps=?, final_return=?, env_steps_per_s=?, grad_steps_per_s=?, peak_rss_mb=?, "
-                "versions_json=?, git_commit=?, precision=? WHERE run_id=?",
+                "versions_json=?, git_commit=?, precision=?, step_unit=? WHERE run_id=?",
                 (
                     "; ".join(summary.get("warnings") or []) or None,  # a done run's error: its warnings
                     time.time(),
@@ -156,6 +192,7 @@ class Store:
                     json.dumps(versions),
                     versions.get("git_commit"),
                     summary.get("precision"),  # as resolved for the run's device
+                    x,
                     run_id,
                 ),
             )
@@ -207,6 +244,7 @@ class Store:
                 error=r["error"],
                 train_s=r["train_s"],
                 precision=r["precision"],
+                step_unit=r["step_unit"] or legacy_step_unit(r["task"], r["env_steps"]),
             )
             for r in self.rows(run_ids)
             if r["status"] in ("done", "failed")

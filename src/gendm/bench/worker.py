@@ -14,10 +14,9 @@ from gendm.bench.spec import RunSpec
 
 
 def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Train one run (resuming from ``run_dir`` if a checkpoint is there); return its summary. The
-    task of an offline algorithm is a dataset (evaluated in the dataset's env); ``train`` dispatches
-    to the offline loop. Language methods run through ``gendm.train.language`` (LOOP resumes, agents
-    replay)."""
+    """Train one run (resuming from ``run_dir`` if a checkpoint is there) with ``gendm.train.train``;
+    return its summary. The task goes to the settings field the method's family reads it from
+    (an offline method's dataset, a fine-tuner's text task, else the env)."""
     from gendm.core.checkpoint import CorruptCheckpointError
 
     try:
@@ -31,45 +30,27 @@ def execute(spec: RunSpec, run_dir: Path, threads: int | None = None, device: st
 
 
 def _run(spec: RunSpec, run_dir: Path, threads: int | None, device: str) -> dict[str, Any]:
-    from gendm.agents import ALGOS
-    from gendm.train import TrainSettings, train
-    from gendm.train.language import LANGUAGE_METHODS, run_language_method
+    from gendm.train import settings_for_task, train
 
-    if spec.algo in LANGUAGE_METHODS:
-        return run_language_method(
-            spec.algo,
-            spec.task,
-            seed=spec.seed,
-            steps=spec.steps,
-            eval_every=spec.eval_every,
-            eval_episodes=spec.eval_episodes,
-            overrides=spec.overrides,
-            backend=spec.backend,
-            backend_options=spec.backend_options,
-            out_dir=run_dir,
-            device=device,
-            threads=threads,
-        )
-    offline = ALGOS.get(spec.algo).kind == "offline"
-    return train(
-        TrainSettings(
-            spec.algo,
-            None if offline else spec.task,
-            dataset=spec.task if offline else None,
-            intrinsic=spec.intrinsic,
-            steps=spec.steps,
-            seed=spec.seed,
-            device=device,
-            out_dir=run_dir,
-            overrides=spec.overrides,
-            eval_every=spec.eval_every,
-            eval_episodes=spec.eval_episodes,
-            eval_deterministic=spec.eval_deterministic,
-            resume=True,
-            progress=False,
-            threads=threads,
-        )
+    settings = settings_for_task(
+        spec.algo,
+        spec.task,
+        intrinsic=spec.intrinsic,
+        backend=spec.backend,
+        backend_options=spec.backend_options,
+        steps=spec.steps,
+        seed=spec.seed,
+        device=device,
+        out_dir=run_dir,
+        overrides=spec.overrides,
+        eval_every=spec.eval_every,
+        eval_episodes=spec.eval_episodes,
+        eval_deterministic=spec.eval_deterministic,
+        resume=True,
+        progress=False,
+        threads=threads,
     )
+    return train(settings)
 
 
 def main() -> int:

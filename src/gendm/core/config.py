@@ -1,8 +1,18 @@
 """Typed method configs: field docstrings become ``--help``; overrides are parsed and validated.
 
 A config is a dataclass whose fields each carry a one-line docstring (the string literal right after
-the field). ``apply_overrides`` turns ``key=value`` strings or TOML tables into a new, validated
-config; an unknown key or a wrong type raises ``ConfigError`` naming the field.
+the field) and, where a value can be wrong, a constraint declared beside it::
+
+    @dataclass
+    class MyConfig(Config):
+        tau: float = field(0.005, gt=0, le=1)
+        '''Polyak coefficient.'''
+
+``Config.__post_init__`` checks every declared constraint (and that ``int`` / ``float`` fields hold
+numbers) when a config is built, so also after ``dataclasses.replace`` and ``apply_overrides``;
+rules that relate two fields stay explicit ``check(...)`` calls in the subclass's ``__post_init__``,
+after ``super().__post_init__()``. ``apply_overrides`` turns ``key=value`` strings or TOML tables into
+a new, validated config; an unknown key or a wrong value raises ``ConfigError`` naming the field.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import numbers
 import textwrap
 import types
 import typing
@@ -21,6 +32,141 @@ from typing import Any, TypeVar
 from gendm.core.errors import ConfigError, suggest
 
 C = TypeVar("C")
+
+_RULE = "gendm.rule"  # the dataclasses.field metadata key of a Rule
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a field's value may be: a range (``gt``/``ge`` below, ``lt``/``le`` above) and/or a set of
+    choices. On a tuple or list field the range applies to every item."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.gt is not None and self.ge is not None) or (self.lt is not None and self.le is not None):
+            raise TypeError("Give at most one lower bound (gt or ge) and one upper bound (lt or le).")
+
+    def describe(self) -> str:
+        """``in (0, 1]``, ``>= 1``, ``one of a, b``: the allowed values, as help and errors show them."""
+        low = f"({self.gt}" if self.gt is not None else f"[{self.ge}" if self.ge is not None else ""
+        high = f"{self.lt})" if self.lt is not None else f"{self.le}]" if self.le is not None else ""
+        parts = []
+        if low and high:
+            parts.append(f"in {low}, {high}")
+        elif low:
+            parts.append(("> " if self.gt is not None else ">= ") + low[1:])
+        elif high:
+            parts.append(("< " if self.lt is not None else "<= ") + high[:-1])
+        if self.choices is not None:
+            parts.append("one of " + ", ".join(str(c) for c in self.choices))
+        return " and ".join(parts)
+
+    def admits(self, value: Any) -> bool:
+        if self.choices is not None and value not in self.choices:
+            return False
+        return not (
+            (self.gt is not None and not value > self.gt)
+            or (self.ge is not None and not value >= self.ge)
+            or (self.lt is not None and not value < self.lt)
+            or (self.le is not None and not value <= self.le)
+        )
+
+
+def field(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: Iterable[Any] | None = None,
+) -> Any:
+    """A dataclass field with a constraint that ``Config`` checks on construction, e.g.
+    ``gamma: float = field(0.99, ge=0, le=1)`` or ``selector: str = field("argmax", choices=SELECTORS)``."""
+    rule = Rule(gt, ge, lt, le, None if choices is None else tuple(choices))
+    metadata = {_RULE: rule} if rule != Rule() else {}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FieldCheck:
+    name: str
+    rule: Rule | None
+    number: type | None  # int or float: the value (or each item) must be one
+    optional: bool  # the type admits None
+    items: bool  # a tuple or list field: rule and number apply to every item
+
+
+def field_rules(cls: type) -> dict[str, Rule]:
+    """Each constrained field's rule; a field redeclared without one keeps its base class's."""
+    rules = {}
+    for f in dataclasses.fields(cls):
+        for klass in cls.__mro__:
+            declared = getattr(klass, "__dataclass_fields__", {}).get(f.name)
+            if declared is not None and _RULE in declared.metadata:
+                rules[f.name] = declared.metadata[_RULE]
+                break
+    return rules
+
+
+@functools.cache
+def _field_checks(cls: type) -> tuple[_FieldCheck, ...]:
+    hints, rules = typing.get_type_hints(cls), field_rules(cls)
+    checks = []
+    for f in dataclasses.fields(cls):
+        tp, optional, items = hints[f.name], False, False
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            optional = len(args) < len(typing.get_args(tp))
+            tp = args[0] if len(args) == 1 else Any
+        if typing.get_origin(tp) in (tuple, list):
+            items, tp = True, (typing.get_args(tp) or (Any,))[0]
+        number = tp if tp in (int, float) else None
+        if number is not None or f.name in rules:
+            checks.append(_FieldCheck(f.name, rules.get(f.name), number, optional, items))
+    return tuple(checks)
+
+
+def _number_problem(number: type | None, value: Any) -> str | None:
+    if number is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if number is int else numbers.Real):
+        return f"expected {'an integer' if number is int else 'a number'}, got {value!r}."
+    return None
+
+
+def validate(config: Any) -> None:
+    """Check every field of ``config`` against its declared rule and number type; ConfigError names it."""
+    for fc in _field_checks(type(config)):
+        value = getattr(config, fc.name)
+        if value is None and fc.optional:
+            continue
+        values = tuple(value) if fc.items and isinstance(value, tuple | list) else (value,)
+        for v in values:
+            problem = _number_problem(fc.number, v)
+            if problem is None and fc.rule is not None and not fc.rule.admits(v):
+                each, none = "every item " if fc.items else "", " or None" if fc.optional else ""
+                problem = f"{each}must be {fc.rule.describe()}{none}, got {value!r}."
+                if fc.rule.choices and isinstance(v, str):
+                    problem += suggest(v, [str(c) for c in fc.rule.choices])
+            if problem is not None:
+                raise ConfigError(f"Field {fc.name!r}: {problem}")
+
+
+class Config:
+    """Base of validated configs (a plain class, so frozen and ordinary dataclasses can both derive
+    from it): construction checks every field's declared constraint (``field(..., ge=0)``) and number
+    type. Subclasses with rules relating two fields call ``super().__post_init__()`` first, then
+    ``check(...)``."""
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @functools.cache
@@ -51,10 +197,12 @@ def describe(cls: type) -> str:
     """A help text: one line per field with its type, default and docstring."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    rules = field_rules(cls)
     lines = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"  {f.name}={default!r}  ({_type_name(hints[f.name])})\n      {docs.get(f.name, '')}")
+        kind = _type_name(hints[f.name]) + (f", {rules[f.name].describe()}" if f.name in rules else "")
+        lines.append(f"  {f.name}={default!r}  ({kind})\n      {docs.get(f.name, '')}")
     return "\n".join(lines)
 
 

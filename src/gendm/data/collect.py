@@ -1,15 +1,14 @@
-"""Collect offline datasets: roll out a policy (uniform random, a scripted expert, or a gendm training
-checkpoint) and turn the transitions into an ``OfflineDataset``; also turn the replay buffer saved
-in an online-training checkpoint into one (D4RL's *medium-replay*).
+"""Collect offline datasets: roll out a policy (uniform random, a scripted expert, or any callable, such
+as a gendm training checkpoint's) and turn the transitions into an ``OfflineDataset``; also turn the
+replay buffer saved in an online-training checkpoint into one (D4RL's *medium-replay*).
 
-Policies see raw observations, shape ``(1, *obs_shape)``, and return env actions. A checkpoint policy
-acts deterministically (observation normalisation restored from the checkpoint); ``noise`` adds
+Policies see raw observations, shape ``(1, *obs_shape)``, and return env actions: ``random``,
+``expert`` or any callable, such as the deterministic policy of a training checkpoint that
+``gendm.agents.loading.checkpoint_policy`` rebuilds (agents sit above data, so data never builds
+one). A policy's optional ``reset_episodes(mask)`` is called at each episode end. ``noise`` adds
 Gaussian noise of that std to the action scaled to [-1, 1] (Box actions), ``epsilon`` replaces the
 action by a uniformly random one with that probability. Collection by ``steps`` marks the last,
 unfinished episode truncated; collection by ``episodes`` stops when the last one ends.
-
-Layering note: this module rebuilds agents from checkpoints, so ``checkpoint_policy`` imports
-``gendm.agents`` (lazily; nothing else in ``gendm.data`` depends on agents).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 import gendm
@@ -31,31 +29,34 @@ from gendm.data.dataset import OfflineDataset
 from gendm.data.normalize import ActionScaler
 
 Policy = Callable[[np.ndarray], np.ndarray]
-OBS_NORM_EPS = 1e-8  # gymnasium.wrappers.NormalizeObservation's epsilon, which training used
 
 
 # ----------------------------------------------------------------------------------- policies
 def make_policy(
-    spec: str, env: gym.vector.VectorEnv, env_id: str, seed: int = 0, device: str = "cpu"
+    policy: str | Policy,
+    env: gym.vector.VectorEnv,
+    env_id: str,
+    seed: int = 0,
+    policy_info: dict[str, Any] | None = None,
 ) -> tuple[Policy, dict[str, Any]]:
-    """``random``, ``expert`` or a checkpoint directory -> (policy, provenance)."""
-    if spec == "random":
+    """``random``, ``expert`` or a policy callable -> (policy, provenance)."""
+    if callable(policy):
+        return policy, dict(policy_info) if policy_info else {"policy": "callable"}
+    if policy == "random":
         return (lambda obs: env.action_space.sample()), {"policy": "random"}
-    if spec == "expert":
+    if policy == "expert":
         from gendm.envs.experts import expert_policy
 
         expert, rng = expert_policy(env_id), np.random.default_rng(seed)
         return (lambda obs: expert(obs, rng)), {"policy": "expert", "expert": env_id}
-    if Path(spec).is_dir():
-        policy, info = checkpoint_policy(spec, device)
-        if info["env_id"] != env_id:
-            raise ConfigError(
-                f"Checkpoint {spec} was trained on {info['env_id']}, not {env_id}: "
-                f"pass --env {info['env_id']}."
-            )
-        return policy, info
+    if Path(policy).is_dir():
+        raise ConfigError(
+            f"collect() takes 'random', 'expert' or a policy callable, not the directory {policy!r}: "
+            "rebuild the checkpoint's policy first, policy, info = gendm.agents.loading.checkpoint_policy("
+            f"{policy!r}, env_id={env_id!r}), then collect({env_id!r}, policy, policy_info=info, ...)."
+        )
     raise ConfigError(
-        f"--policy {spec!r} is neither 'random', 'expert' nor an existing checkpoint directory (the --out "
+        f"--policy {policy!r} is neither 'random', 'expert' nor an existing checkpoint directory (the --out "
         "directory of `gendm train`, or its checkpoint subdirectory)."
     )
 
@@ -72,66 +73,6 @@ def find_checkpoint(path: str | Path) -> Path:
             "(the --out directory of `gendm train`, or its checkpoint subdirectory)."
         )
     return found
-
-
-def checkpoint_agent(
-    path: str | Path, device: str = "cpu"
-) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None, dict[str, Any]]:
-    """Rebuild the agent of a training checkpoint with its weights: ``(agent, obs_stats, info)``.
-
-    ``obs_stats`` is ``(mean, var)`` of the environment's observation normaliser when the run trained
-    with ``normalize_obs`` online (the agent expects ``(obs - mean) / sqrt(var + 1e-8)``), else None;
-    ``info`` is the provenance (checkpoint path, algo, env id, env steps)."""
-    from gendm.agents import ALGOS
-    from gendm.core.checkpoint import load_checkpoint
-    from gendm.core.config import apply_overrides
-
-    ckpt = find_checkpoint(path)
-    state, meta = load_checkpoint(ckpt, device)
-    spec = ALGOS.get(meta["algo"])
-    config = apply_overrides(spec.config_cls(), meta["config"])
-    probe = gym.make(meta["env_id"])
-    obs_space, act_space = probe.observation_space, probe.action_space
-    probe.close()
-    agent = spec.agent_cls(config, obs_space, act_space, torch.device(device), total_steps=None)
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"Checkpoint {ckpt} does not fit a {meta['algo']} agent: {e}") from e
-    norm = state.get("env_norm", {})
-    obs_stats = None
-    if config.normalize_obs and "obs/0/mean" in norm:
-        obs_stats = (np.asarray(norm["obs/0/mean"]), np.asarray(norm["obs/0/var"]))
-    info = {
-        "policy": "checkpoint",
-        "checkpoint": str(ckpt.resolve()),
-        "algo": meta["algo"],
-        "env_id": meta["env_id"],
-        "checkpoint_env_steps": int(state.get("loop", {}).get("env_steps", -1)),
-    }
-    return agent, obs_stats, info
-
-
-def checkpoint_policy(path: str | Path, device: str = "cpu") -> tuple[Policy, dict[str, Any]]:
-    """Rebuild the agent of an online-training checkpoint; the policy acts deterministically."""
-    agent, obs_stats, info = checkpoint_agent(path, device)
-    act_space = agent.action_space
-    mean, var = obs_stats if obs_stats is not None else (None, None)
-
-    @torch.no_grad()
-    def policy(obs: np.ndarray) -> np.ndarray:
-        if mean is not None:
-            obs = (obs - mean) / np.sqrt(var + OBS_NORM_EPS)
-        action = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic=True)
-        action = action.cpu().numpy()
-        return (
-            np.clip(action, act_space.low, act_space.high)
-            if isinstance(act_space, gym.spaces.Box)
-            else action
-        )
-
-    policy.reset_episodes = agent.reset_episodes  # type: ignore[attr-defined]  (action chunks, windows)
-    return policy, info
 
 
 def make_perturbation(
@@ -186,19 +127,20 @@ class _Recorder:
 
 def collect(
     env_id: str,
-    policy: str = "random",
+    policy: str | Policy = "random",
     *,
     episodes: int | None = None,
     steps: int | None = None,
     noise: float = 0.0,
     epsilon: float = 0.0,
     seed: int = 0,
-    device: str = "cpu",
     progress: bool = True,
     command: str | None = None,
+    policy_info: dict[str, Any] | None = None,
 ) -> OfflineDataset:
-    """Roll out ``policy`` (``random``, ``expert`` or a checkpoint directory) on ``env_id`` for
-    ``episodes`` complete episodes or ``steps`` transitions (exactly one of them)."""
+    """Roll out ``policy`` (``random``, ``expert`` or a callable ``obs -> actions``) on ``env_id`` for
+    ``episodes`` complete episodes or ``steps`` transitions (exactly one of them). ``policy_info`` is a
+    callable's provenance for the dataset's metadata (``checkpoint_policy`` returns it)."""
     from gendm.envs import make_env
 
     if (episodes is None) == (steps is None):
@@ -217,7 +159,7 @@ def collect(
         raise
     rng = np.random.default_rng(seed + 1)
     perturb = make_perturbation(env.single_action_space, noise, epsilon, rng, env.action_space.sample)
-    act, provenance = make_policy(policy, env, env_id, seed, device)
+    act, provenance = make_policy(policy, env, env_id, seed, policy_info)
     rec = _Recorder(steps or 1024)
     obs, _ = env.reset(seed=seed)
     done_episodes, t0 = 0, time.perf_counter()
@@ -406,8 +348,7 @@ def replay_buffer_dataset(path: str | Path) -> OfflineDataset:
 
 
 __all__ = [
-    "checkpoint_agent",
-    "checkpoint_policy",
+    "Policy",
     "collect",
     "find_checkpoint",
     "make_perturbation",

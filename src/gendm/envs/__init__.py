@@ -4,10 +4,9 @@ Importing this package registers gendm's own environments (``gendm/...`` ids) wi
 including the text environments, whose optional dependencies (the ``text`` extra) load on ``gym.make``.
 """
 
-from gendm.envs import multimodal, text_registry
 from gendm.envs.make import check_env_id, load_normalization_state, make_env, normalization_state
+from gendm.envs.registration import register_environments
 
-multimodal.register()
-text_registry.register()  # lazy: minigrid / textworld are imported by gym.make only
+register_environments()  # lazy: minigrid / textworld are imported by gym.make only
 
 __all__ = ["check_env_id", "load_normalization_state", "make_env", "normalization_state"]

@@ -9,7 +9,8 @@ An expert is a plain function ``policy(obs, rng) -> actions``:
   actions for Discrete spaces.
 
 ``EXPERTS`` maps an env id to a *factory* that builds the policy (so an expert can hold state, such as
-a per-episode mode, without sharing it between collections). Register one next to its environment::
+a per-episode mode, without sharing it between collections). gendm's own environments' experts are
+registered at the bottom of this module; register yours next to your environment::
 
     from gendm.envs.experts import EXPERTS
 
@@ -30,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gendm.core.registry import Registry
+from gendm.envs import multimodal
 
 ExpertPolicy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -41,8 +43,6 @@ EXPERTS: Registry[Callable[[], ExpertPolicy]] = Registry(
 
 def expert_policy(env_id: str) -> ExpertPolicy:
     """A fresh scripted expert for ``env_id``; unknown ids raise UnknownNameError listing the others."""
-    import gendm.envs  # noqa: F401  (gendm's own environments register their experts on import)
-
     return EXPERTS.get(env_id)()
 
 
@@ -84,5 +84,6 @@ def _mountain_car_continuous() -> ExpertPolicy:
 EXPERTS.register("CartPole-v1", _cartpole)
 EXPERTS.register("Pendulum-v1", _pendulum)
 EXPERTS.register("MountainCarContinuous-v0", _mountain_car_continuous)
+EXPERTS.register(multimodal.ENV_ID, multimodal.TwoPathExpert)
 
 __all__ = ["EXPERTS", "ExpertPolicy", "expert_policy"]

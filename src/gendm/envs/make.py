@@ -18,12 +18,12 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode
 
 from gendm.core.errors import ConfigError, unknown_name
+from gendm.envs.registration import register_environments
 
 
 def check_env_id(env_id: str) -> None:
     """Raise UnknownNameError with the closest registered ids when ``env_id`` is not registered."""
-    import gendm.envs  # noqa: F401  (registers gendm's own environments)
-
+    register_environments()
     if env_id not in gym.registry and env_id.startswith(("MiniGrid-", "BabyAI-")):
         with contextlib.suppress(ImportError):  # minigrid (optional) registers its ids on import
             import minigrid  # noqa: F401

@@ -116,10 +116,6 @@ class TwoPathExpert:
 
 
 def register() -> None:
-    """Register the environment with Gymnasium and its expert in ``gendm.envs.experts.EXPERTS``."""
-    from gendm.envs.experts import EXPERTS
-
+    """Register the environment with Gymnasium (its expert is in ``gendm.envs.experts.EXPERTS``)."""
     if ENV_ID not in gym.registry:
         gym.register(ENV_ID, entry_point=TwoPathReach, max_episode_steps=MAX_STEPS)
-    if ENV_ID not in EXPERTS:
-        EXPERTS.register(ENV_ID, TwoPathExpert)

@@ -16,7 +16,7 @@ deterministic function of the state.
 **Action space.** ``gym.spaces.Text``: the agent sends free text, as a language model does. The valid
 commands are :data:`ACTION_TEXTS` (``env.action_texts``), one per MiniGrid action; short aliases
 ("left", "forward", "pickup", "open", ...) are accepted, and otherwise gendm's
-:class:`~gendm.lm.parsing.ActionParser` reads a longer answer ("I will turn left.") when it names
+:class:`~gendm.core.parsing.ActionParser` reads a longer answer ("I will turn left.") when it names
 exactly one command. A Discrete space was not chosen because the point of these environments is that
 the *parsing* is part of the task: a language agent can say something that is no action at all.
 
@@ -50,7 +50,7 @@ from minigrid.core.constants import IDX_TO_COLOR, IDX_TO_OBJECT
 from minigrid.core.world_object import Box, Door, WorldObj
 
 from gendm.core.errors import ConfigError
-from gendm.lm.parsing import UNKNOWN, ActionParser
+from gendm.core.parsing import UNKNOWN, ActionParser
 
 ACTION_TEXTS: tuple[str, ...] = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle", "done")
 """The text command for each MiniGrid action, in MiniGrid's action order (index = ``Actions`` value)."""

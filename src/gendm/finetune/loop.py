@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from gendm.core.config import check
+from gendm.core.config import Config, field
 from gendm.core.errors import ConfigError, TrainingDivergedError
 from gendm.finetune.advantage import group_advantage
 
@@ -56,52 +56,35 @@ LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")
 
 
 @dataclass
-class LOOPConfig:
-    group_size: int = 6
-    """K: completions sampled per prompt (LOOP: 6)."""
-    prompts_per_iteration: int = 8
+class LOOPConfig(Config):
+    group_size: int = field(6, ge=2)
+    """K: completions sampled per prompt, at least 2 for the leave-one-out baseline (LOOP: 6)."""
+    prompts_per_iteration: int = field(8, ge=1)
     """Prompts per iteration; each iteration trains on prompts_per_iteration * group_size samples."""
-    max_new_tokens: int = 64
+    max_new_tokens: int = field(64, ge=1)
     """Upper bound on generated tokens per completion."""
-    temperature: float = 1.0
+    temperature: float = field(1.0, gt=0)
     """Sampling temperature; log-probabilities use the same temperature, so ratios stay consistent."""
-    learning_rate: float = 1e-5
+    learning_rate: float = field(1e-5, gt=0)
     """AdamW learning rate (gendm default for pretrained LMs; a tiny model from scratch needs ~1e-3)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    update_epochs: int = 2
+    update_epochs: int = field(2, ge=1)
     """Epochs of PPO minibatch updates over each iteration's samples."""
-    minibatch_size: int = 16
+    minibatch_size: int = field(16, ge=1)
     """Sequences per minibatch (one optimiser step each)."""
-    clip_eps: float = 0.2
+    clip_eps: float = field(0.2, gt=0, lt=1)
     """PPO clip range of the per-token importance ratio (LOOP: 0.2)."""
     normalize_std: bool = False
     """Divide advantages by the group's reward std (GRPO-style; LOOP: off)."""
-    kl_coef: float = 0.0
+    kl_coef: float = field(0.0, ge=0)
     """Weight of a per-token KL penalty (k3 estimator) to the frozen initial model (LOOP: 0, off)."""
-    loss_agg: str = "token_mean"
+    loss_agg: str = field("token_mean", choices=LOSS_AGGREGATIONS)
     """token_mean: average over all completion tokens of a minibatch; sequence_mean: per sequence first."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = field(1.0, gt=0)
     """Global gradient-norm clip."""
     seed: int = 0
     """Seed of the prompt order and minibatch shuffling (sampling uses torch's global RNG)."""
-
-    def __post_init__(self) -> None:
-        check(self.group_size >= 2, "group_size", f"leave-one-out needs >= 2, got {self.group_size}.")
-        check(self.prompts_per_iteration >= 1, "prompts_per_iteration", "must be >= 1.")
-        check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1.")
-        check(self.temperature > 0, "temperature", f"must be > 0 (sampling), got {self.temperature}.")
-        check(self.learning_rate > 0, "learning_rate", "must be > 0.")
-        check(self.update_epochs >= 1, "update_epochs", "must be >= 1.")
-        check(self.minibatch_size >= 1, "minibatch_size", "must be >= 1.")
-        check(0 < self.clip_eps < 1, "clip_eps", f"must be in (0, 1), got {self.clip_eps}.")
-        check(self.kl_coef >= 0, "kl_coef", "must be >= 0.")
-        check(
-            self.loss_agg in LOSS_AGGREGATIONS,
-            "loss_agg",
-            f"must be one of {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_agg!r}.",
-        )
-        check(self.max_grad_norm > 0, "max_grad_norm", "must be > 0.")
 
 
 @dataclass

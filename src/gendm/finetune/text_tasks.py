@@ -14,16 +14,24 @@ probability ``correct_prob + (1 - correct_prob) / num_answers`` (0.38 for the de
 fine-tuning then sharpens.
 ``success_probability`` measures success exactly (no sampling noise): the model's mean probability,
 at temperature 1, of the correct first answer token.
+
+The method ``loop`` (family ``lm_finetune``) registers here: its builder is
+:meth:`AdditionFineTuner.build`, its config :class:`LOOPRunConfig`; ``gendm.train`` runs it with
+run identity, checkpoints and resume. :func:`finetune_addition` is the same run in one call, without a
+run directory.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gendm.core.config import field, to_dict
+from gendm.core.methods import Method, TaskInfo, register_method
+from gendm.finetune.loop import LOOPConfig
 
 TINY_MODEL_DEFAULTS = {"learning_rate": 1e-3, "max_new_tokens": 2, "group_size": 4}
 """LOOPConfig overrides for the tiny model learned from scratch (a larger step, two-token answers)."""
@@ -116,6 +124,123 @@ class AdditionTask:
         return float(probs.gather(1, target[:, None]).mean())
 
 
+TEXT_TASKS: dict[str, type[AdditionTask]] = {"text:addition": AdditionTask}
+"""The text tasks fine-tuners run on (``text_task = "addition"`` in a bench spec)."""
+
+
+@dataclass
+class LOOPRunConfig(LOOPConfig):
+    """LOOP's settings plus the addition task and the tiny model's noisy pretraining."""
+
+    max_operand: int = field(4, ge=1)
+    """Operands 0..max_operand."""
+    pretrain_steps: int = field(800, ge=0)
+    """Tiny model only: supervised steps on noisy answers before RL."""
+    correct_prob: float = field(0.3, ge=0, le=1)
+    """Tiny model only: probability that a pretraining answer is the true sum."""
+
+
+class AdditionFineTuner:
+    """LOOP on :class:`AdditionTask`: the fine-tuner the ``lm_finetune`` trainer runs for ``loop``.
+
+    Without ``model_dir``: a tiny GPT-2 built here (seeded by ``seed``), pretrained on noisy answers by
+    ``prepare()`` (module docstring), success measured exactly
+    (:meth:`AdditionTask.success_probability`). With ``model_dir`` (any local causal LM): success is
+    the mean reward of ``config.group_size`` sampled completions per prompt, drawn from a forked RNG
+    so that measuring does not change training. The ``LOOPTrainer`` is built after pretraining (its
+    KL reference is the pretrained model), or before loading a checkpoint.
+    """
+
+    def __init__(
+        self, config: LOOPConfig, task: AdditionTask, seed: int, model_dir: str | None, device: str
+    ) -> None:
+        self.config, self.task, self.seed, self.model_dir, self.device = config, task, seed, model_dir, device
+        self.pretrain_steps, self.correct_prob = 800, 0.3
+        if model_dir is None:
+            self.tokenizer = task.build_tokenizer()
+            self.model = task.build_model(self.tokenizer, seed=seed).to(device)
+        self._trainer: Any = None
+
+    @classmethod
+    def build(
+        cls, config: LOOPRunConfig, task_id: str, *, seed: int, model_dir: str | None, device: str = "cpu"
+    ) -> AdditionFineTuner:
+        """The builder of the ``loop`` method: ``config`` is a :class:`LOOPRunConfig`."""
+        loop_fields = {k: v for k, v in to_dict(config).items() if k in LOOPConfig.__dataclass_fields__}
+        out = cls(LOOPConfig(**loop_fields), TEXT_TASKS[task_id](config.max_operand), seed, model_dir, device)
+        out.pretrain_steps, out.correct_prob = config.pretrain_steps, config.correct_prob
+        return out
+
+    @property
+    def trainer(self) -> Any:
+        if self._trainer is None:
+            from gendm.finetune.loop import LOOPTrainer
+
+            if self.model_dir is None:
+                self._trainer = LOOPTrainer(self.model, self.tokenizer, self.task.reward, self.config)
+            else:
+                self._trainer = LOOPTrainer.from_pretrained(
+                    self.model_dir, self.task.reward, self.config, device=self.device
+                )
+        return self._trainer
+
+    def prepare(self) -> None:
+        """First-run work: the tiny model's noisy pretraining, then ``torch.manual_seed(seed)``."""
+        if self.model_dir is None:
+            steps, prob, seed = self.pretrain_steps, self.correct_prob, self.seed
+            self.task.pretrain_noisy(self.model, self.tokenizer, steps=steps, correct_prob=prob, seed=seed)
+        self.trainer  # noqa: B018  (built now: after pretraining, before the seed)
+        torch.manual_seed(self.seed)
+
+    def train(self, iterations: int, progress: bool = False) -> list[float]:
+        """``iterations`` LOOP iterations; the mean reward of each."""
+        return self.trainer.train(self.task.prompts(), iterations, progress=progress)
+
+    def measure(self) -> float:
+        """The success rate (exact for the tiny model, sampled from a forked RNG otherwise)."""
+        trainer = self.trainer
+        if self.model_dir is None:
+            return self.task.success_probability(trainer.model, trainer.tokenizer)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1)
+            return float(trainer.rollout(self.task.prompts()).rewards.mean())
+
+    @property
+    def optimizer_steps(self) -> int:
+        return self.trainer.optimizer_steps
+
+    @property
+    def completions_per_iteration(self) -> int:
+        return self.config.prompts_per_iteration * self.config.group_size
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        return self.trainer.metrics[-1] if self.trainer.metrics else {}
+
+    def parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.trainer.model.parameters())
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "task": f"addition (operands 0..{self.task.max_operand})",
+            "model": self.model_dir or "tiny GPT-2 (2x32), pretrained on noisy answers",
+            "success_measure": (
+                "exact probability" if self.model_dir is None else "mean reward of sampled completions"
+            ),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.trainer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.load_state_dict(state)
+
+    def save(self, directory: str | Path) -> None:
+        """Save the fine-tuned model and its tokenizer (a Hugging Face model directory)."""
+        self.trainer.model.save_pretrained(directory)
+        self.trainer.tokenizer.save_pretrained(directory)
+
+
 def finetune_addition(
     config: Any,
     iterations: int = 150,
@@ -127,121 +252,64 @@ def finetune_addition(
     progress: bool = False,
     eval_every: int | None = None,
     device: str = "cpu",
-    checkpoint_dir: str | Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """LOOP on :class:`AdditionTask`: returns the trainer and a summary (success before/after, curve).
-
-    Without ``model_dir``: a tiny GPT-2 built here and pretrained on noisy answers (module docstring),
-    success measured exactly (:meth:`AdditionTask.success_probability`). With ``model_dir`` (any local
-    causal LM): success is the mean reward of ``config.group_size`` sampled completions per prompt,
-    drawn from a forked RNG so that measuring does not change training. ``eval_every``: success is also
-    measured every that many iterations (``success_curve``: ``[iteration, success]`` pairs from 0).
-
-    ``checkpoint_dir``: the trainer, RNG states and curves are saved there (safetensors + JSON) after
-    pretraining and at every measurement, and a later call with the same settings resumes from it
-    (more ``iterations`` continue a finished run); the resumed run equals an uninterrupted one.
+    """LOOP on :class:`AdditionTask` in this process, without checkpoints: returns the ``LOOPTrainer``
+    and a summary (success before/after, curves). ``eval_every``: success is also measured every that
+    many iterations (``success_curve``: ``[iteration, success]`` pairs from 0). A run with a run
+    directory, checkpoints and resume is ``gendm.train.train(TrainSettings("loop", text_task=
+    "addition", ...))`` (what ``gendm finetune loop`` and the bench run); it measures the same curve.
     """
-    import dataclasses
     import time
 
-    from gendm.finetune.loop import LOOPTrainer
-
-    task = AdditionTask(max_operand=max_operand)
-    identity = {
-        "config": dataclasses.asdict(config),
-        "seed": seed,
-        "model": model_dir,
-        "max_operand": max_operand,
-        "pretrain_steps": pretrain_steps if model_dir is None else None,
-        "correct_prob": correct_prob if model_dir is None else None,
-        "eval_every": eval_every,
-    }
-    saved = _resume(checkpoint_dir, identity)
     t0 = time.perf_counter()
-    if model_dir is None:
-        tok = task.build_tokenizer()
-        model = task.build_model(tok, seed=seed).to(device)
-        if saved is None:
-            task.pretrain_noisy(model, tok, steps=pretrain_steps, correct_prob=correct_prob, seed=seed)
-        trainer = LOOPTrainer(model, tok, task.reward, config)
-
-        def success() -> float:
-            return task.success_probability(trainer.model, trainer.tokenizer)
-    else:
-        trainer = LOOPTrainer.from_pretrained(model_dir, task.reward, config, device=device)
-
-        def success() -> float:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + 1)
-                return float(trainer.rollout(task.prompts()).rewards.mean())
-
-    if saved is None:
-        torch.manual_seed(seed)
-        pretrain_s = time.perf_counter() - t0
-        curve: list[float] = []
-        success_curve = [[0, success()]]
-    else:
-        trainer.load_state_dict(saved["trainer"])
-        torch.set_rng_state(saved["torch_rng"].cpu())
-        pretrain_s, curve = saved["pretrain_s"], list(saved["reward_curve"])
-        success_curve = [list(point) for point in saved["success_curve"]]
-
-    def save() -> None:
-        if checkpoint_dir is not None:
-            from gendm.core.checkpoint import save_checkpoint_dir
-
-            state = {
-                "trainer": trainer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "pretrain_s": pretrain_s,
-                "reward_curve": curve,
-                "success_curve": success_curve,
-            }
-            save_checkpoint_dir(checkpoint_dir, state, {"identity": identity})
-
-    if saved is None:
-        save()
+    tuner = AdditionFineTuner(config, AdditionTask(max_operand), seed, model_dir, device)
+    tuner.pretrain_steps, tuner.correct_prob = pretrain_steps, correct_prob
+    tuner.prepare()
+    pretrain_s = time.perf_counter() - t0
+    success_curve = [[0, tuner.measure()]]
+    curve: list[float] = []
     t1 = time.perf_counter()
     every = eval_every or iterations
     while len(curve) < iterations:
-        curve += trainer.train(task.prompts(), min(every, iterations - len(curve)), progress=progress)
-        success_curve.append([len(curve), success()])
-        save()
+        curve += tuner.train(min(every, iterations - len(curve)), progress=progress)
+        success_curve.append([len(curve), tuner.measure()])
     summary = {
-        "task": f"addition (operands 0..{max_operand})",
-        "model": model_dir or "tiny GPT-2 (2x32), pretrained on noisy answers",
-        "success_measure": "exact probability" if model_dir is None else "mean reward of sampled completions",
+        **tuner.describe(),
         "initial_success": success_curve[0][1],
         "final_success": success_curve[-1][1],
         "iterations": len(curve),
         "reward_curve": curve,
         "success_curve": success_curve,
-        "completions": len(curve) * config.prompts_per_iteration * config.group_size,
-        "optimizer_steps": trainer.optimizer_steps,
-        "resumed_at": None if saved is None else len(saved["reward_curve"]),
+        "completions": len(curve) * tuner.completions_per_iteration,
+        "optimizer_steps": tuner.optimizer_steps,
+        "resumed_at": None,
         "pretrain_s": round(pretrain_s, 2),
         "loop_s": round(time.perf_counter() - t1, 2),
         "seed": seed,
     }
-    return trainer, summary
+    return tuner.trainer, summary
 
 
-def _resume(checkpoint_dir: str | Path | None, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved state of a run with this ``identity`` in ``checkpoint_dir``; None if there is none."""
-    if checkpoint_dir is None:
+def accepts_text_task(task: TaskInfo) -> str | None:
+    if task.kind == "text_task" and task.id in TEXT_TASKS:
         return None
-    from gendm.core.checkpoint import find_checkpoint_dir, load_checkpoint
-    from gendm.core.errors import CheckpointError
+    return f"fine-tunes a language model on a text task, and {task.id} is not one"
 
-    found = find_checkpoint_dir(checkpoint_dir)
-    if found is None:
-        return None
-    state, meta = load_checkpoint(found)
-    saved, mine = meta.get("identity") or {}, json.loads(json.dumps(identity))  # both as JSON values
-    diff = sorted(k for k in mine if saved.get(k) != mine[k])
-    if diff:
-        raise CheckpointError(
-            f"{checkpoint_dir} holds a LOOP checkpoint of a different run (differs in: {', '.join(diff)}). "
-            "Use another output directory, or delete the checkpoint to start over."
-        )
-    return state
+
+def _tiny_model_defaults(backend: str | None) -> dict[str, Any]:
+    return {} if backend else dict(TINY_MODEL_DEFAULTS)
+
+
+register_method(
+    Method(
+        "loop",
+        "lm_finetune",
+        LOOPRunConfig,
+        AdditionFineTuner.build,
+        "RL fine-tuning of a language model, leave-one-out PPO without a critic (text tasks)",
+        accepts=accepts_text_task,
+        backend="optional",
+        backend_kinds=("hf",),
+        config_defaults=_tiny_model_defaults,
+    )
+)

@@ -3,9 +3,11 @@
 They are prompts around a frozen :class:`gendm.lm.LanguageModel`, not RL agents trained by
 ``gendm.train``, so they live here rather than in ``gendm.agents`` (whose import registers every RL
 method and whose contract is ``act`` / ``update`` / ``state_dict``). Only the Q-model of
-:mod:`~gendm.language_agents.qmodel` is trained, offline, from logged trajectories.
+:mod:`~gendm.language_agents.qmodel` is trained, offline, from logged trajectories. Importing the
+package registers the agents as methods (:mod:`~gendm.language_agents.methods`).
 """
 
+from gendm.language_agents import methods  # noqa: F401  (registration)
 from gendm.language_agents.base import Counters, LanguageAgentConfig, Turn, valid_actions
 from gendm.language_agents.qmodel import (
     QModel,

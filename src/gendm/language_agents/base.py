@@ -25,48 +25,40 @@ puts a :class:`gendm.lm.FailureGuard` in front of it, which ends the run with th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from gendm.core.config import Config, field
 from gendm.core.errors import ConfigError
 
 FALLBACKS = ("noop", "random")
 
 
 @dataclass
-class LanguageAgentConfig:
+class LanguageAgentConfig(Config):
     """Prompting and fallback settings shared by ReAct, StateAct and the re-ranking agent."""
 
-    history: int = 6
+    history: int = field(6, ge=0)
     """How many past turns (observation, thought, action) the prompt shows."""
-    fallback: str = "noop"
+    fallback: str = field("noop", choices=FALLBACKS)
     """What to do with an unreadable answer after the retry: ``noop`` or ``random`` (module docstring)."""
     noop_action: str = "look"
     """The command sent by the ``noop`` fallback."""
-    retries: int = 1
+    retries: int = field(1, ge=0)
     """Re-asks with the format restated before an answer counts as unreadable."""
     chat: bool = True
     """Send the prompt as one chat message (instruction models) instead of a text completion."""
-    max_new_tokens: int = 96
+    max_new_tokens: int = field(96, ge=1)
     """Upper bound on the tokens of one answer."""
     few_shot: str = ""
     """Optional worked examples, pasted verbatim between the instructions and the history."""
     max_task_chars: int = 1200
     """The task text (mission, or TextWorld's objective and first room) is cut to this length."""
-
-    def __post_init__(self) -> None:
-        if self.fallback not in FALLBACKS:
-            raise ConfigError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}.")
-        if self.history < 0:
-            raise ConfigError(f"history must be >= 0, got {self.history}.")
-        if self.retries < 0:
-            raise ConfigError(f"retries must be >= 0, got {self.retries}.")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
 
 
 @dataclass
@@ -76,7 +68,7 @@ class Turn:
     observation: str
     action: str
     thought: str = ""
-    state: dict[str, str] = field(default_factory=dict)
+    state: dict[str, str] = dataclasses.field(default_factory=dict)
     """StateAct's explicit state (goal, current location, inventory) written this turn."""
     fallback: bool = False
     """True when the action came from the fallback, not from the model."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from gendm.core.config import Config, check, field
 from gendm.core.errors import ConfigError, GendmError
 
 Message = dict[str, str]
@@ -42,14 +43,14 @@ class NotSupportedError(LMError, NotImplementedError):
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
+class GenerationSettings(Config):
     """How to generate. Defaults are greedy, which is also what makes an answer cacheable."""
 
-    max_new_tokens: int = 64
+    max_new_tokens: int = field(64, ge=1)
     """Upper bound on generated tokens per answer."""
-    temperature: float = 0.0
+    temperature: float = field(0.0, ge=0)
     """0 means greedy decoding; > 0 samples from the softmax at this temperature."""
-    top_p: float = 1.0
+    top_p: float = field(1.0, gt=0, le=1)
     """Nucleus sampling mass in (0, 1]; ignored when greedy."""
     stop: tuple[str, ...] = ()
     """Strings that end an answer; the answer is cut before the first one found."""
@@ -61,20 +62,13 @@ class GenerationSettings:
             object.__setattr__(self, "stop", (self.stop,))
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ConfigError(
-                f"GenerationSettings.max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}."
-            )
-        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)) or (
-            self.temperature < 0
-        ):
-            raise ConfigError(f"GenerationSettings.temperature must be >= 0, got {self.temperature!r}.")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"GenerationSettings.top_p must be in (0, 1], got {self.top_p!r}.")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ConfigError(f"GenerationSettings.stop must hold non-empty strings, got {self.stop!r}.")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise ConfigError(f"GenerationSettings.seed must be an int or None, got {self.seed!r}.")
+        super().__post_init__()
+        check(math.isfinite(self.temperature), "temperature", f"must be finite, got {self.temperature!r}.")
+        check(
+            all(isinstance(s, str) and s for s in self.stop),
+            "stop",
+            f"must hold non-empty strings, got {self.stop!r}.",
+        )
 
     @property
     def greedy(self) -> bool:
@@ -113,7 +107,7 @@ class Completion:
     text: str
     finish_reason: str = "stop"
     error: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Backend extras (e.g. ``{"cached": True}``, token counts); never needed to use the answer."""
 
     @property

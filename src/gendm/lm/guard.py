@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from gendm.core.config import check
+from gendm.core.config import Config, field
 from gendm.lm.base import Completion, LanguageModel, LMError, Message
 
 CLIENT_FIELDS = ("timeout_s", "max_retries", "deadline_s")
@@ -36,39 +36,21 @@ class BackendFailingError(LMError):
 
 
 @dataclass(frozen=True)
-class BackendOptions:
+class BackendOptions(Config):
     """Limits of one run's language-model backend (``gendm agent`` flags, a bench method's
     ``backend_options`` table)."""
 
-    timeout_s: float = 30.0
+    timeout_s: float = field(30.0, gt=0)
     """openai: socket timeout of one attempt (connecting, and each wait for data)."""
-    max_retries: int = 3
+    max_retries: int = field(3, ge=0)
     """openai: retries of a request after a connection error, timeout, HTTP 429 / 5xx or bad JSON."""
-    deadline_s: float = 60.0
+    deadline_s: float = field(60.0, gt=0)
     """openai: total time of one request across its attempts and backoff waits."""
-    max_failure_rate: float = 0.5
-    """The run fails once more than this fraction of its model calls failed (after failure_min_calls)."""
-    failure_min_calls: int = 3
+    max_failure_rate: float = field(0.5, ge=0, lt=1)
+    """The run fails once more than this fraction of its model calls failed (after failure_min_calls;
+    0: any failure ends the run)."""
+    failure_min_calls: int = field(3, ge=1)
     """Model calls made before max_failure_rate is checked."""
-
-    def __post_init__(self) -> None:
-        check(self.timeout_s > 0, "timeout_s", f"must be > 0 seconds, got {self.timeout_s}.")
-        check(
-            isinstance(self.max_retries, int) and self.max_retries >= 0,
-            "max_retries",
-            f"must be an int >= 0, got {self.max_retries!r}.",
-        )
-        check(self.deadline_s > 0, "deadline_s", f"must be > 0 seconds, got {self.deadline_s}.")
-        check(
-            0 <= self.max_failure_rate < 1,
-            "max_failure_rate",
-            f"must be in [0, 1) (0: any failure ends the run), got {self.max_failure_rate}.",
-        )
-        check(
-            isinstance(self.failure_min_calls, int) and self.failure_min_calls >= 1,
-            "failure_min_calls",
-            f"must be an int >= 1, got {self.failure_min_calls!r}.",
-        )
 
     def client_kwargs(self, backend_spec: str) -> dict[str, Any]:
         """Constructor keywords of the backend named by ``backend_spec`` (``make_backend`` form)."""

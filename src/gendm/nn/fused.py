@@ -4,26 +4,21 @@ An actor-critic update evaluates the same network on several batches that want d
 gradients: SAC's critic sees ``(obs, a)`` rows whose loss trains the critic and ``(obs, pi(obs))``
 rows whose loss must reach ``pi`` but not the critic; its actor sees ``next_obs`` rows that carry
 no gradient and ``obs`` rows that do. Stacking those batches into one pass halves the number of
-kernels and doubles the rows per matmul (SAC: bf16 update ~6.5 -> ~5.6 ms at Pendulum sizes on the
-dev box; BENCHMARKS.md section 1 has the end-to-end effect).
+kernels and doubles the rows per matmul. ``gendm.agents.sac_handgrad`` (SAC's speed path, beside the
+autograd reference in ``gendm.agents.sac``) is built on these functions:
 
-The functional core runs a ReLU MLP (an ``EnsembleMLP`` or a ``gendm.nn.mlp`` network) forward,
-keeping what its backward needs, and backward by hand:
-
-- ``ensemble_forward`` / ``ensemble_backward`` and ``mlp_forward`` / ``mlp_backward``: weight
-  gradients from chosen rows only (the other rows act as if the parameters were detached) and input
-  gradients for chosen rows only, so one stacked pass gives exactly the gradients of separate passes.
-  SAC's update calls these directly, with no autograd graph at all.
-- ``fused_ensemble(ens, x, dtype, weight_rows)`` and ``fused_mlp(net, x, dtype, grad_rows)`` wrap
-  them as one autograd node each, for use inside ordinary autograd losses.
-- ``dtype=torch.bfloat16``: hidden layers in bf16 (weights cast on every call by ``cast_params``),
-  fused linear+bias+ReLU kernels on CPUs with native bf16 (oneDNN, chosen by
+- ``ensemble_forward`` / ``ensemble_backward`` (an ``EnsembleMLP``) and ``mlp_forward`` /
+  ``mlp_backward`` (a ``gendm.nn.mlp`` network) run the network forward, keeping what the backward
+  needs, and backward by hand: weight gradients from chosen rows only (the other rows act as if the
+  parameters were detached) and input gradients for chosen rows only, so one stacked pass gives
+  exactly the gradients of separate passes. ``layer_params`` lists a network's weights and biases.
+- ``cast_params(params, torch.bfloat16)``: hidden layers in bf16 (weights cast on every call), fused
+  linear+bias+ReLU kernels on CPUs with native bf16 (oneDNN, chosen by
   ``gendm.core.precision.native_bf16``; addmm + ReLU elsewhere), and the output layer in fp32 as
   ``fp32_head`` does: the same numerics as ``torch.autocast`` over the plain modules (tests compare
   them).
 
-Only ReLU hidden activations without normalisation layers are supported; ``supports_fused`` says
-whether a network qualifies.
+Only ReLU hidden activations without normalisation or dropout layers are covered.
 """
 
 from __future__ import annotations
@@ -32,22 +27,8 @@ import torch
 from torch import nn
 
 from gendm.core.precision import native_bf16
-from gendm.nn.ensemble import EnsembleMLP
-from gendm.nn.mlp import MLP
 
 _ALL = slice(None)
-
-
-def supports_fused(net: nn.Module) -> bool:
-    """True for a ReLU ``EnsembleMLP`` or a ``gendm.nn.mlp`` network of Linear and ReLU layers."""
-    if isinstance(net, EnsembleMLP):
-        return isinstance(net.act, nn.ReLU)
-    if isinstance(net, MLP):
-        kinds = [type(layer) for layer in net]
-        return kinds[-1] is nn.Linear and all(
-            k is (nn.Linear if i % 2 == 0 else nn.ReLU) for i, k in enumerate(kinds)
-        )
-    return False
 
 
 def cast_params(params: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
@@ -206,80 +187,6 @@ def mlp_backward(
     return param_grads, dx
 
 
-class _EnsembleFn(torch.autograd.Function):
-    """``ensemble_forward`` / ``ensemble_backward`` as one autograd node."""
-
-    @staticmethod
-    def forward(ctx, x, copies, weight_rows, *params):
-        out, ctx.saved = ensemble_forward(x, copies, params)
-        ctx.copies, ctx.weight_rows, ctx.x_dtype = copies, weight_rows, x.dtype
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        want_weights, want_input = any(ctx.needs_input_grad[3:]), ctx.needs_input_grad[0]
-        param_grads, grad_x = ensemble_backward(
-            ctx.saved,
-            ctx.copies,
-            grad.contiguous(),
-            ctx.weight_rows,
-            want_weights,
-            _ALL if want_input else None,
-        )
-        if grad_x is not None:
-            grad_x = grad_x.to(ctx.x_dtype)
-        return (grad_x, None, None, *(param_grads or [None] * len(ctx.copies)))
-
-
-class _MLPFn(torch.autograd.Function):
-    """``mlp_forward`` / ``mlp_backward`` as one autograd node."""
-
-    @staticmethod
-    def forward(ctx, x, copies, grad_rows, *params):
-        out, ctx.saved = mlp_forward(x, copies, params)
-        ctx.copies, ctx.grad_rows, ctx.x_shape, ctx.x_dtype = copies, grad_rows, x.shape, x.dtype
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        want_weights, want_input = any(ctx.needs_input_grad[3:]), ctx.needs_input_grad[0]
-        rows = ctx.grad_rows
-        param_grads, dx = mlp_backward(
-            ctx.saved, ctx.copies, grad[rows].contiguous(), rows, want_weights, want_input
-        )
-        grad_x = None
-        if want_input:
-            grad_x = torch.zeros(ctx.x_shape, dtype=ctx.x_dtype, device=grad.device)
-            grad_x[rows] = dx.to(ctx.x_dtype)
-        return (grad_x, None, None, *(param_grads or [None] * len(ctx.copies)))
-
-
 def layer_params(layers: nn.Module) -> list[torch.Tensor]:
+    """The weight and bias of every layer of ``layers`` that has them, in order."""
     return [t for layer in layers if hasattr(layer, "weight") for t in (layer.weight, layer.bias)]
-
-
-def fused_ensemble(
-    ens: EnsembleMLP, x: torch.Tensor, dtype: torch.dtype = torch.float32, weight_rows: slice = _ALL
-) -> torch.Tensor:
-    """``ens(x)`` for a shared input ``x (rows, in)`` -> ``(members, rows, out)`` in fp32, as one node.
-
-    Parameter gradients come from ``weight_rows`` only; gradients reach ``x`` from every row.
-    """
-    if not supports_fused(ens) or x.dim() != 2:
-        raise ValueError("fused_ensemble needs a ReLU EnsembleMLP and a shared 2-D input (rows, in).")
-    params = layer_params(ens.layers)
-    return _EnsembleFn.apply(x, cast_params(params, dtype), weight_rows, *params)
-
-
-def fused_mlp(
-    net: MLP, x: torch.Tensor, dtype: torch.dtype = torch.float32, grad_rows: slice = _ALL
-) -> torch.Tensor:
-    """``net(x)`` for ``x (rows, in)`` -> ``(rows, out)`` in fp32, as one node.
-
-    Only ``grad_rows`` carry gradients (to the parameters and to ``x``); the other rows' outputs
-    are treated as detached.
-    """
-    if not supports_fused(net) or x.dim() != 2:
-        raise ValueError("fused_mlp needs a gendm.nn.mlp network of Linear and ReLU layers and a 2-D input.")
-    params = layer_params(net)
-    return _MLPFn.apply(x, cast_params(params, dtype), grad_rows, *params)

@@ -30,6 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from gendm.core.config import Config, field
 from gendm.core.errors import ConfigError, suggest
 
 KINDS = ("rnd", "ellm", "lm")
@@ -37,27 +38,16 @@ DEFAULT_COEF = {"rnd": 0.005, "ellm": 0.1, "lm": 0.1}
 
 
 @dataclass(frozen=True)
-class IntrinsicSettings:
-    kind: str
-    coef: float | None = None
+class IntrinsicSettings(Config):
+    kind: str = field(choices=KINDS)
+    coef: float | None = field(None, ge=0)
     beta: float = 0.5
     episodic: bool = True
     threshold: float = 0.4
     backend: str = "embed"
     cache: str | None = None
-    batch: int = 16
+    batch: int = field(16, ge=1)
     chat: bool = False
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(
-                f"Unknown intrinsic reward {self.kind!r}.{suggest(self.kind, KINDS)} "
-                f"Kinds: {', '.join(KINDS)}."
-            )
-        if self.coef is not None and self.coef < 0:
-            raise ConfigError(f"intrinsic coef must be >= 0, got {self.coef}.")
-        if self.batch < 1:
-            raise ConfigError(f"intrinsic batch must be >= 1, got {self.batch}.")
 
     @property
     def weight(self) -> float:

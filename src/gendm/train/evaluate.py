@@ -26,6 +26,18 @@ class EvalResult:
         return None if self.successes is None else float(self.successes.mean())
 
 
+def evaluation_point(
+    agent: Agent, env: gym.vector.VectorEnv, episodes: int, seed: int, deterministic: bool = True
+) -> dict[str, float]:
+    """One evaluation of the agent families as a curve point's measurement: ``return_mean``,
+    ``return_std`` and, when the env reports ``is_success``, ``success_rate``."""
+    result = evaluate_episodes(agent, env, episodes, seed, deterministic=deterministic)
+    point = {"return_mean": float(result.returns.mean()), "return_std": float(result.returns.std())}
+    if result.success_rate is not None:
+        point["success_rate"] = result.success_rate
+    return point
+
+
 def episode_returns(info: dict) -> list[tuple[float, int]]:
     """(return, length) of every episode that ended this step (SAME_STEP autoreset infos)."""
     final = info.get("final_info")

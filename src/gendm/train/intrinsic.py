@@ -23,8 +23,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gendm.train.loop import TrainSettings
 from gendm.train.online import OnlineTrainer
+from gendm.train.trainer import TrainSettings
 
 
 class IntrinsicTrainer(OnlineTrainer):

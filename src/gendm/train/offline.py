@@ -1,6 +1,6 @@
 """The offline training loop: gradient steps on batches drawn from a fixed dataset, evaluated in the
 dataset's environment with the same protocol, checkpoints and summary as the online loop
-(``gendm.train.loop``). Steps, ``eval_every`` and ``log_every`` count gradient steps; ``env_steps``
+(``gendm.train.trainer``). Steps, ``eval_every`` and ``log_every`` count gradient steps; ``env_steps``
 stays 0 and ``dataset_transitions`` records how much data the run learned from.
 
 The evaluation environment is the one the dataset records, as minari's ``recover_environment(eval_env=
@@ -21,19 +21,20 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium.envs.registration import EnvSpec
 
-from gendm.agents import ALGOS
-from gendm.agents.base import AlgoSpec, OfflineAgent
-from gendm.core.config import apply_overrides
+from gendm.agents.base import OfflineAgent
 from gendm.core.device import resolve_device
 from gendm.core.errors import ConfigError, DataError
+from gendm.core.methods import TaskInfo, accepting
 from gendm.core.seeding import seed_everything
-from gendm.data.dataset import OfflineDataset, load_dataset, recorded_env_spec, validate
+from gendm.data.dataset import OfflineDataset
+from gendm.data.minari_io import load_dataset, recorded_env_spec
+from gendm.data.validation import validate
 from gendm.envs import check_env_id, make_env
 from gendm.envs.references import reference
-from gendm.train.loop import EVAL_SEED_OFFSET, Trainer, TrainSettings
+from gendm.train.evaluate import evaluation_point
+from gendm.train.trainer import EVAL_SEED_OFFSET, Trainer, TrainSettings
 
 
 def train_offline(settings: TrainSettings, dataset: OfflineDataset | None = None) -> dict[str, Any]:
@@ -96,19 +97,11 @@ class OfflineTrainer(Trainer):
     step_unit, step_name = "grad_steps", "gradient step"
 
     def __init__(self, s: TrainSettings, dataset: OfflineDataset | None = None) -> None:
-        self.s = s
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        self.spec: AlgoSpec = ALGOS.get(s.algo)
-        if s.intrinsic is not None:
+        self._begin(s)
+        if self.method.family != "offline":
             raise ConfigError(
-                f"{s.algo} learns from a fixed dataset; an intrinsic exploration reward ({s.intrinsic!r}) "
-                "only applies to online algorithms."
-            )
-        if self.spec.kind != "offline":
-            raise ConfigError(
-                f"{s.algo} is an online ({self.spec.kind}) algorithm and cannot learn from a dataset. "
-                f"Offline algorithms: {', '.join(n for n, sp in ALGOS.items() if sp.kind == 'offline')}."
+                f"{s.algo} is an online ({self.method.family}) algorithm and cannot learn from a dataset. "
+                f"Offline algorithms: {', '.join(accepting(TaskInfo('dataset', s.dataset or '')))}."
             )
         if dataset is None:
             if not s.dataset:
@@ -127,15 +120,15 @@ class OfflineTrainer(Trainer):
                 "evaluate in."
             )
         check_env_id(self.env_id)
-        self.config = apply_overrides(self.spec.config_cls(), s.overrides)
+        self.config = self.method.make_config(s.overrides)
         self.device = resolve_device(s.device)
         seed_everything(s.seed)
         self.eval_env = make_env(env, 1, seed=s.seed + EVAL_SEED_OFFSET)
         obs_space, act_space = self.eval_env.single_observation_space, self.eval_env.single_action_space
-        if not self.spec.supports(act_space):
-            fits = [n for n, sp in ALGOS.items() if sp.kind == "offline" and sp.supports(act_space)]
+        if not self.method.supports(act_space):
+            fits = accepting(TaskInfo("dataset", self.dataset_name, lambda: (None, act_space)))
             raise ConfigError(
-                f"{s.algo} needs a {' or '.join(self.spec.action_spaces)} action space, but {self.env_id} "
+                f"{s.algo} needs a {' or '.join(self.method.action_spaces)} action space, but {self.env_id} "
                 f"has {act_space}. "
                 + (
                     f"Offline algorithms for it: {', '.join(fits)}."
@@ -151,7 +144,7 @@ class OfflineTrainer(Trainer):
             )
         self._check_shapes(obs_space.shape, act_space.shape)
         validate(dataset, obs_space, act_space)  # names the row of any NaN, bad flag or out-of-space value
-        self.agent: OfflineAgent = self.spec.agent_cls(
+        self.agent: OfflineAgent = self.method.builder(
             self.config, obs_space, act_space, self.device, total_steps=s.steps
         )
         self.agent.prepare(dataset)
@@ -178,6 +171,12 @@ class OfflineTrainer(Trainer):
             self.grad_steps += 1
             self.bar.update(1)
             self._after_step()
+
+    def _measure(self) -> dict[str, Any]:
+        s = self.s
+        return evaluation_point(
+            self.agent, self.eval_env, s.eval_episodes, s.seed + EVAL_SEED_OFFSET, s.eval_deterministic
+        )
 
     # ----------------------------------------------------------------------- checkpoints, summary
     def _extra_identity(self) -> dict[str, Any]:

@@ -1,13 +1,15 @@
-"""What the online and offline training loops share: settings, the evaluation protocol, metrics,
-checkpoints with an identity check, resume, the stop on divergence, interrupts and ``summary.json``.
+"""The one run skeleton of every method family: settings, run identity, resume, checkpoints, the
+evaluation cadence, the stop on divergence, interrupts and ``summary.json``. A family's trainer
+(``online``, ``offline``, ``language``, ``lm_finetune``) subclasses :class:`Trainer` and contributes
+its loop and its measurement; ``gendm.train.dispatch.train`` picks it by the method's family.
 
 Protocol (fixed here, before any number is produced): evaluate at step 0 and every ``eval_every``
 steps, and once more at the end, with ``eval_episodes`` deterministic episodes (sampled, seeded ones
 with ``eval_deterministic=False``) on a separate environment reset with the same seed each time; the
 reported ``final_return`` is the mean return of the **last** evaluation (the last checkpoint), never
-the best. A checkpoint is written after every
-evaluation; a rerun with the same ``out_dir`` resumes from it. Steps are env steps for the online
-loop and gradient steps for the offline loop (``Trainer.step_unit``).
+the best. A checkpoint is written after every evaluation; a rerun with the same ``out_dir`` resumes
+from it. Steps are env steps for the online loop, gradient steps for the offline loop and
+iterations for a fine-tuner (``Trainer.step_unit``).
 """
 
 from __future__ import annotations
@@ -27,15 +29,14 @@ import torch
 from tqdm.auto import tqdm
 
 import gendm
-from gendm.agents.base import Agent, AlgoSpec
 from gendm.core.atomic import atomic_write_json, check_out_dir
 from gendm.core.checkpoint import find_checkpoint_dir, load_checkpoint, save_checkpoint_dir
 from gendm.core.config import to_dict
 from gendm.core.device import flush_denormals
 from gendm.core.errors import CheckpointError, ConfigError, TrainingDivergedError
+from gendm.core.methods import METHODS, Method, run_option_problem
 from gendm.core.provenance import provenance
 from gendm.core.seeding import MAX_SEED
-from gendm.train.evaluate import evaluate_episodes
 from gendm.train.logger import MetricLogger
 
 EVAL_SEED_OFFSET = 10_000
@@ -47,9 +48,10 @@ class TrainSettings:
 
     algo: str
     env_id: str | None = None
-    """Gymnasium id; offline runs may leave it out (the dataset's env is used)."""
+    """Gymnasium id (a language agent's text env: a MiniGrid / BabyAI level or a TextWorld game file);
+    offline runs may leave it out (the dataset's env is used)."""
     steps: int = 100_000
-    """Env steps (online algorithms) or gradient steps (offline algorithms)."""
+    """Env steps (online algorithms), gradient steps (offline algorithms) or iterations (fine-tuners)."""
     seed: int = 0
     device: str = "cpu"
     out_dir: Path = Path("runs/train")
@@ -67,9 +69,15 @@ class TrainSettings:
     """Treat subnormal floats as zero while training (``gendm.core.device.flush_denormals``): a 4-5x
     faster Adam step on x86 CPUs once its moment estimates decay that far (BENCHMARKS.md section 3)."""
     dataset: str | None = None
-    """Offline algorithms: dataset name or path (see ``gendm.data.dataset.load_dataset``)."""
+    """Offline algorithms: dataset name or path (see ``gendm.data.minari_io.load_dataset``)."""
     intrinsic: str | dict[str, Any] | None = None
     """Online algorithms: an intrinsic exploration reward (``gendm.rewards.factory``), e.g. ``"rnd"``."""
+    text_task: str | None = None
+    """Fine-tuners of a language model: the text task, ``addition`` (or ``text:addition``)."""
+    backend: str | None = None
+    """Language methods: the model, ``hf:DIR`` or ``openai:URL#MODEL`` (LOOP without one: a tiny GPT-2)."""
+    backend_options: dict[str, Any] | None = None
+    """Language agents: ``gendm.lm.BackendOptions`` fields (timeouts, retries, failure threshold)."""
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -84,26 +92,46 @@ class TrainSettings:
             raise ConfigError(
                 f"--threads must be >= 1, got {self.threads}; leave it unset for torch's choice."
             )
+        if self.text_task is not None and not self.text_task.startswith("text:"):
+            self.text_task = f"text:{self.text_task}"
         check_out_dir(self.out_dir, "run")
 
 
 class Trainer:
-    """Base of ``OnlineTrainer`` and ``OfflineTrainer``. A subclass builds ``s``, ``spec``, ``config``,
-    ``device``, ``agent``, ``eval_env`` and ``env_id``, calls ``_init_loop()``, and implements
-    ``_loop()`` (train until ``settings.steps``, calling ``_after_step()`` after each step); the
-    ``_extra_*`` hooks add what only it has to checkpoints, identity and summary."""
+    """The run skeleton. A family's subclass calls ``_begin(settings)`` first, builds ``config``,
+    ``device``, ``agent`` (whatever is trained: an RL agent, a fine-tuner) and ``env_id`` (the task's
+    id), calls ``_init_loop()``, and implements ``_loop()`` (train until ``settings.steps``, calling
+    ``_after_step()`` after each step) and ``_measure()`` (one evaluation). The ``_extra_*`` hooks add
+    what only it has to checkpoints, identity and summary; ``_start()`` is first-session work (it does
+    not run on resume)."""
 
     step_unit = "env_steps"
     """The counter that ``steps``, ``eval_every`` and ``log_every`` refer to."""
     step_name = "env step"
+    checkpoints = True
+    """False: the run keeps no state to resume (a language agent replays its episodes)."""
 
     s: TrainSettings
-    spec: AlgoSpec
+    method: Method
     config: Any
     device: torch.device
-    agent: Agent
-    eval_env: gym.vector.VectorEnv
+    agent: Any
     env_id: str
+
+    def _begin(self, s: TrainSettings) -> None:
+        """Settings, threads, the registered method, and the run options it does not take refused."""
+        self.s = s
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        self.method = METHODS.get(s.algo)
+        problem = run_option_problem(
+            self.method,
+            intrinsic=s.intrinsic is not None,
+            backend=s.backend,
+            backend_options=s.backend_options is not None,
+        )
+        if problem is not None:
+            raise ConfigError(problem[1])
 
     def _init_loop(self) -> None:
         self.env_steps = self.grad_steps = 0
@@ -114,6 +142,7 @@ class Trainer:
         self.episodes: list[float] = []
         self.next_log = self.s.log_every
         self.ckpt_dir = self.s.out_dir / "checkpoint"
+        self.resumed_at: int | None = None
 
     @property
     def progress(self) -> int:
@@ -126,7 +155,8 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         s = self.s
         s.out_dir.mkdir(parents=True, exist_ok=True)
-        resumed = s.resume and self._try_resume()
+        resumed = s.resume and self.checkpoints and self._try_resume()
+        self.resumed_at = self.progress if resumed else None
         self.logger = MetricLogger(s.out_dir, s.tensorboard, step_key=self.step_unit)
         self.t0 = time.perf_counter()
         self.bar = tqdm(
@@ -143,6 +173,8 @@ class Trainer:
         status, error = "ok", None
         try:
             with flush_denormals(s.flush_denormals):
+                if not resumed:
+                    self._start()
                 if not self.curve:
                     self._evaluate_and_checkpoint()
                 if self.progress < s.steps:
@@ -154,8 +186,11 @@ class Trainer:
             raise
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user; rerun the same command to resume"
-            if self.curve and self.agent.parameters_finite():
+            if self.curve and self._finite():
                 self._save()  # keep the work since the last evaluation
+            raise
+        except Exception as e:  # a crash is a failed run, never an "ok" one with the last evaluation
+            status, error = "failed", f"{type(e).__name__}: {e}"
             raise
         finally:
             self.bar.close()
@@ -164,6 +199,9 @@ class Trainer:
             if status != "interrupted":
                 atomic_write_json(s.out_dir / "summary.json", summary)
         return summary
+
+    def _start(self) -> None:
+        """Hook: work of a fresh run before its first evaluation (not run on resume)."""
 
     def _loop(self) -> None:
         raise NotImplementedError
@@ -213,33 +251,29 @@ class Trainer:
     def _wall_s(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
 
+    def _finite(self) -> bool:
+        """Hook: True when no trained parameter holds NaN/Inf (one host sync)."""
+        return self.agent.parameters_finite()
+
     # --------------------------------------------------------------------- evaluation, checkpoints
-    def _before_evaluation(self) -> None:
-        """Hook: bring the evaluation env up to date (the online loop copies normaliser statistics)."""
+    def _measure(self) -> dict[str, Any]:
+        """Hook: one evaluation, ``{"return_mean": ..., "return_std": ...}`` plus optional entries
+        (``success_rate``, only when known)."""
+        raise NotImplementedError
 
     def _evaluate_and_checkpoint(self) -> None:
         t = time.perf_counter()
-        if not self.agent.parameters_finite():
+        if not self._finite():
             self._diverged("a parameter became NaN/Inf")
-        self._before_evaluation()
-        result = evaluate_episodes(
-            self.agent,
-            self.eval_env,
-            self.s.eval_episodes,
-            self.s.seed + EVAL_SEED_OFFSET,
-            deterministic=self.s.eval_deterministic,
-        )
+        measured = self._measure()
         self.eval_s += time.perf_counter() - t
-        point: dict[str, Any] = {
-            "env_steps": self.env_steps,
-            "return_mean": float(result.returns.mean()),
-            "return_std": float(result.returns.std()),
-            "wall_s": round(self._wall_s(), 3),
-            "grad_steps": self.grad_steps,
-        }
-        logged = {"eval/return_mean": point["return_mean"], "eval/return_std": point["return_std"]}
-        if result.success_rate is not None:
-            point["success_rate"] = logged["eval/success_rate"] = result.success_rate
+        point: dict[str, Any] = {"env_steps": self.env_steps, "return_mean": measured["return_mean"]}
+        if "return_std" in measured:
+            point["return_std"] = measured["return_std"]
+        point |= {"wall_s": round(self._wall_s(), 3), "grad_steps": self.grad_steps}
+        point |= {k: v for k, v in measured.items() if k not in point}
+        point.setdefault(self.step_unit, self.progress)
+        logged = {f"eval/{k}": point[k] for k in ("return_mean", "return_std", "success_rate") if k in point}
         self.curve.append(point)
         self.logger.log(self.progress, logged)
         self.bar.set_postfix(eval_return=f"{point['return_mean']:.1f}", refresh=False)
@@ -255,8 +289,11 @@ class Trainer:
             "seed": self.s.seed,
             **self._extra_identity(),
             **({} if self.s.eval_deterministic else {"eval_deterministic": False}),
-            "config": to_dict(self.config),
+            "config": self._identity_config(),
         }
+
+    def _identity_config(self) -> dict[str, Any]:
+        return to_dict(self.config)
 
     def _extra_identity(self) -> dict[str, Any]:
         return {}
@@ -269,6 +306,8 @@ class Trainer:
         """Hook: restore what ``_extra_state`` saved (KeyError/RuntimeError/ValueError = does not fit)."""
 
     def _save(self) -> None:
+        if not self.checkpoints:
+            return
         state = {
             "agent": self.agent.state_dict(),
             "loop": {
@@ -325,7 +364,7 @@ class Trainer:
             "status": status,
             "error": error,
             "final_return": last["return_mean"] if last else None,
-            "final_return_std": last["return_std"] if last else None,
+            "final_return_std": last.get("return_std") if last else None,
             "final_score": self._score(last["return_mean"]) if last else None,
             "success_rate": last.get("success_rate") if last else None,
             "env_steps": self.env_steps,
@@ -338,13 +377,7 @@ class Trainer:
             "grad_steps_per_s": self.grad_steps / train_s if train_s > 0 else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "curve": self.curve,
-            "eval_protocol": {
-                "eval_every": self.s.eval_every,
-                "every_unit": self.step_unit,
-                "episodes": self.s.eval_episodes,
-                "deterministic": self.s.eval_deterministic,
-                "reported": "last checkpoint",
-            },
+            "eval_protocol": self._eval_protocol(),
             **self._extra_summary(),
             "config": to_dict(self.config),
             "settings": {
@@ -358,6 +391,15 @@ class Trainer:
             "flush_denormals": self.s.flush_denormals,
         }
         return summary
+
+    def _eval_protocol(self) -> dict[str, Any]:
+        return {
+            "eval_every": self.s.eval_every,
+            "every_unit": self.step_unit,
+            "episodes": self.s.eval_episodes,
+            "deterministic": self.s.eval_deterministic,
+            "reported": "last checkpoint",
+        }
 
     def _score(self, ret: float) -> float | None:
         """Normalised score of a return: (return - random) / (expert - random), None without references."""
