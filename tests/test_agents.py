@@ -97,6 +97,26 @@ def test_ppo_update_on_a_rollout(env_id):
     assert agent.num_updates == 4 * 2 and all(torch.isfinite(v) for v in metrics.values())
 
 
+def test_ppo_anneals_its_learning_rate_as_cleanrl_does():
+    """Iteration i of K runs at lr * (1 - (i - 1) / K): the full rate first, lr / K last (never 0)."""
+    agent, env = _agent("ppo", "CartPole-v1", num_envs=2, num_steps=8, num_minibatches=2)
+    agent.total_steps = 3 * 16  # three rollouts of 2 envs x 8 steps
+    roll = RolloutBuffer(8, 2, env.observation_space.shape, env.action_space.shape, action_dtype=torch.long)
+    rates = []
+    for iteration in range(1, 4):
+        for _ in range(8):
+            obs = torch.randn(2, env.observation_space.shape[0])
+            a, logp, v = agent.act_with_value(obs)
+            roll.add(obs, a, logp, torch.randn(2), torch.zeros(2), v)
+        roll.compute_gae(torch.zeros(2), 0.99, 0.95)
+        agent.env_steps = iteration * 16  # the loop counts the rollout's env steps before updating
+        agent.update(roll)
+        rates.append(agent.opt.param_groups[0]["lr"])
+        roll.reset()
+    lr = agent.config.learning_rate
+    assert rates == pytest.approx([lr, lr * 2 / 3, lr / 3])
+
+
 @pytest.mark.parametrize("name", sorted(ENVS))
 def test_state_dict_roundtrip_reproduces_actions(name):
     agent, env = _agent(name, ENVS[name])

@@ -171,7 +171,10 @@ class PPO(Agent):
         """Several epochs of minibatch updates over one rollout whose GAE is already computed."""
         c = self.config
         if c.anneal_lr and self.total_steps:
-            frac = max(0.0, 1.0 - self.env_steps / self.total_steps)
+            # CleanRL's 1 - (iteration - 1) / iterations: the env steps before this rollout, so the
+            # first update runs at the full rate and the last one at rate / iterations, not at 0
+            done_before = max(self.env_steps - c.rollout_size, 0)
+            frac = max(0.0, 1.0 - done_before / self.total_steps)
             for group in self.opt.param_groups:
                 group["lr"] = frac * c.learning_rate
         batch_size = math.ceil(c.rollout_size / c.num_minibatches)
