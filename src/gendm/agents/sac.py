@@ -11,7 +11,10 @@ backward pass and one fused Adam step, so the actor sees the critic from before 
 update, and that the tanh correction of log pi is exact (SB3 adds 1e-6 inside its log). Defaults
 follow SB3 / CleanRL as each field says. Variants: more critics (``num_critics``), a layer-normed
 critic, and dropout in it (``critic_layer_norm``, ``critic_dropout``: with both, DroQ's critic,
-Hiraoka et al., 2022; DroQ itself also takes many critic steps per env step, ``gradient_steps``).
+Hiraoka et al., 2022; DroQ itself also takes many critic steps per env step, ``gradient_steps``), a
+target that takes its minimum over a random subset of the target critics (``target_subset``, REDQ's
+in-target minimisation, Chen et al., 2021) and an actor loss on the critics' mean (``actor_q``, as in
+REDQ's and DroQ's reference code). ``agents/redq.py`` and ``agents/droq.py`` preset these options.
 
 Speed path: ``gendm.agents.sac_handgrad`` derives the same gradients by hand, with no autograd graph
 and stacked passes; ``SACConfig.update`` says when it runs (tests/test_sac.py checks it against
@@ -39,6 +42,7 @@ from gendm.nn import EnsembleMLP, mlp
 from gendm.nn.mlp import fp32_head
 
 UPDATES = ("auto", "reference", "handgrad")
+ACTOR_Q = ("min", "mean")
 
 
 @dataclass
@@ -72,9 +76,18 @@ class SACConfig(OffPolicyConfig):
     """Lower clamp of the actor's log std (SB3: -20)."""
     log_std_max: float = 2.0
     """Upper clamp of the actor's log std (SB3: 2)."""
+    target_subset: int | None = None
+    """Target critics the soft Bellman target takes its minimum over: a random subset of this many,
+    drawn anew each update from torch's generator on the agent's device (so a CPU run resumes exactly)
+    and evaluated alone (REDQ, Chen et al., 2021: M = 2 of N = 10 critics); None takes all
+    num_critics (clipped double Q)."""
+    actor_q: str = "min"
+    """How the actor's loss combines the critics: min (SAC, SB3) or mean over all of them (REDQ's and
+    DroQ's reference code)."""
     update: str = "auto"
     """Gradient code: reference (the autograd losses of SAC._losses), handgrad (the same gradients
-    derived by hand, gendm.agents.sac_handgrad; not with critic_layer_norm or critic_dropout), or auto:
+    derived by hand, gendm.agents.sac_handgrad; not with critic_layer_norm, critic_dropout,
+    target_subset or actor_q='mean'), or auto:
     handgrad where it supports the config, as it was the faster in every case measured (one CPU thread,
     benchmarks/loop_parts.py at HalfCheetah sizes: 8.8-9.0 vs 9.4-10.0 ms per update in fp32, 5.6-5.8
     vs 7.4-7.5 ms in bf16; also with 5 and 10 critics and at Pendulum sizes; CUDA not measured)."""
@@ -85,6 +98,13 @@ class SACConfig(OffPolicyConfig):
         check(0 < self.tau <= 1, "tau", f"must be in (0, 1], got {self.tau}.")
         check(self.num_critics >= 1, "num_critics", "must be >= 1.")
         check(0 <= self.critic_dropout < 1, "critic_dropout", f"must be in [0, 1), got {self.critic_dropout}")
+        check(
+            self.target_subset is None or 1 <= self.target_subset <= self.num_critics,
+            "target_subset",
+            f"must be None or in [1, num_critics={self.num_critics}], got {self.target_subset}.",
+        )
+        actor_qs = ", ".join(ACTOR_Q)
+        check(self.actor_q in ACTOR_Q, "actor_q", f"must be one of {actor_qs}, got {self.actor_q!r}.")
         check(self.init_temperature > 0, "init_temperature", "must be > 0.")
         check(self.policy_frequency >= 1, "policy_frequency", "must be >= 1.")
         check(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max.")
@@ -93,7 +113,8 @@ class SACConfig(OffPolicyConfig):
         check(
             self.update != "handgrad" or unsupported is None,
             unsupported or "update",
-            "update='handgrad' (the hand-derived gradients) covers only the plain ReLU critic; leave "
+            "update='handgrad' (the hand-derived gradients) covers only the plain ReLU critic, whose "
+            "minimum over all critics enters target and actor loss; leave "
             f"{unsupported} at its default, or use update='reference' (or 'auto', which picks it).",
         )
 
@@ -104,6 +125,10 @@ def handgrad_unsupported(config: SACConfig) -> str | None:
         return "critic_layer_norm"
     if config.critic_dropout > 0:
         return "critic_dropout"
+    if config.target_subset is not None:
+        return "target_subset"
+    if config.actor_q != "min":
+        return "actor_q"
     return None
 
 
@@ -151,7 +176,9 @@ class SquashedGaussianActor(nn.Module):
 class Critics(EnsembleMLP):
     """``members`` Q-networks ``(obs, action) -> (members, batch, 1)``, as ``EnsembleMLP``; each hidden
     layer optionally followed by dropout and a layer norm with per-member gains (DroQ: Linear, Dropout,
-    LayerNorm, ReLU). Without either it computes exactly what ``EnsembleMLP`` does."""
+    LayerNorm, ReLU). Without either it computes exactly what ``EnsembleMLP`` does. ``member`` may also
+    be a 1-D index tensor: those members alone, ``(len(member), batch, 1)``, from their gathered
+    weights (REDQ's target subset)."""
 
     def __init__(
         self, members: int, in_dim: int, hidden: tuple[int, ...], layer_norm: bool, dropout: float
@@ -162,15 +189,36 @@ class Critics(EnsembleMLP):
         if layer_norm:
             self.norms = nn.ModuleList(_EnsembleLayerNorm(members, width) for width in hidden)
 
-    def forward(self, x: torch.Tensor, detach: bool = False, member: int | None = None) -> torch.Tensor:
-        for i, layer in enumerate(self.layers[:-1]):
+    def forward(
+        self, x: torch.Tensor, detach: bool = False, member: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        layers = self.layers
+        if isinstance(member, torch.Tensor):
+            layers = [_MemberSubset(layer) for layer in layers]
+        for i, layer in enumerate(layers[:-1]):
             x = layer(x, detach, member)
             if self.dropout:
                 x = F.dropout(x, self.dropout, self.training)
             if self.norms is not None:
                 x = self.norms[i](x, detach, member)
             x = self.act(x)
-        return fp32_head(self.layers[-1], x, detach, member)
+        return fp32_head(layers[-1], x, detach, member)
+
+
+class _MemberSubset:
+    """An ``EnsembleLinear`` restricted to the members of an index tensor: one batched matmul over their
+    gathered weights, ``(batch, in)`` or ``(len(members), batch, in)`` -> ``(len(members), batch, out)``."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+
+    def __call__(self, x: torch.Tensor, detach: bool, members: torch.Tensor) -> torch.Tensor:
+        w, b = self.layer.weight.index_select(0, members), self.layer.bias.index_select(0, members)
+        if detach:
+            w, b = w.detach(), b.detach()
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(len(members), *x.shape)
+        return torch.baddbmm(b, x, w)
 
 
 class _EnsembleLayerNorm(nn.Module):
@@ -181,9 +229,13 @@ class _EnsembleLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(members, 1, width))
         self.bias = nn.Parameter(torch.zeros(members, 1, width))
 
-    def forward(self, x: torch.Tensor, detach: bool = False, member: int | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, detach: bool = False, member: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
         w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
-        if member is not None:
+        if isinstance(member, torch.Tensor):
+            w, b = w.index_select(0, member), b.index_select(0, member)
+        elif member is not None:
             w, b = w[member], b[member]
         return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)
 
@@ -239,6 +291,23 @@ class SAC(Agent):
     def _q(self, obs: torch.Tensor, action: torch.Tensor, detach: bool = False) -> torch.Tensor:
         return self.critic(torch.cat([obs, action], -1), detach).squeeze(-1)  # (critics, batch)
 
+    def _target_members(self) -> torch.Tensor | None:
+        """The target critics this update's target takes its minimum over: ``target_subset`` distinct
+        indices drawn from torch's generator on the agent's device, or None for all of them."""
+        m = self.config.target_subset
+        if m is None:
+            return None
+        return torch.randperm(self.config.num_critics, device=self.device)[:m]
+
+    @torch.no_grad()
+    def _soft_target(self, batch: Batch, alpha: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+        """The soft Bellman target ``r + gamma (1 - term) (min_m Q'_m(s', a') - alpha log pi(a'|s'))``,
+        ``a' ~ pi(s')``, the minimum over the target critics ``members`` (None: all)."""
+        next_actions, next_log_prob = self.actor(batch.next_obs)
+        next_q = self.critic_target(torch.cat([batch.next_obs, next_actions], -1), member=members).squeeze(-1)
+        soft_value = next_q.min(0).values - alpha * next_log_prob
+        return batch.rewards + (1 - batch.terminations) * self.config.gamma * soft_value
+
     def _losses(
         self, batch: Batch, alpha: torch.Tensor, update_actor: bool
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -250,20 +319,20 @@ class SAC(Agent):
         with self.autocast():
             actions = self.action_scaler.scale(batch.actions)
             # critic: 0.5 sum_m E[(Q_m(s, a) - y)^2] with the soft Bellman target
-            # y = r + gamma (1 - term) (min_m Q'_m(s', a') - alpha log pi(a'|s')), a' ~ pi(s')
-            with torch.no_grad():
-                next_actions, next_log_prob = self.actor(batch.next_obs)
-                next_q = self.critic_target(torch.cat([batch.next_obs, next_actions], -1)).squeeze(-1)
-                soft_value = next_q.min(0).values - alpha * next_log_prob
-                target = batch.rewards + (1 - batch.terminations) * c.gamma * soft_value
+            # y = r + gamma (1 - term) (min_m Q'_m(s', a') - alpha log pi(a'|s')), a' ~ pi(s'),
+            # the minimum over all target critics or over a random subset of them (target_subset)
+            target = self._soft_target(batch, alpha, self._target_members())
             q = self._q(batch.obs, actions)
             critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
             loss = critic_loss
             metrics = {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
             if update_actor:
                 # actor: E[alpha log pi(a~|s) - min_m Q_m(s, a~)], a~ = tanh(mean + std * noise)
+                # (the mean over m with actor_q='mean')
                 pi, log_prob = self.actor(batch.obs)
-                actor_loss = (alpha * log_prob - self._q(batch.obs, pi, detach=True).min(0).values).mean()
+                q_pi = self._q(batch.obs, pi, detach=True)
+                q_pi = q_pi.min(0).values if c.actor_q == "min" else q_pi.mean(0)
+                actor_loss = (alpha * log_prob - q_pi).mean()
                 loss = loss + actor_loss
                 metrics |= {"losses/actor": actor_loss.detach(), "charts/entropy": -log_prob.detach().mean()}
                 if c.autotune:
