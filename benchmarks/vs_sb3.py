@@ -49,6 +49,7 @@ import pairing  # benchmarks/pairing.py, beside this file
 EVAL_EPISODES = 10
 GENDM_LIBS = ("gendm", "gendm-bf16")
 PEER_LIBS = ("sb3", "sb3-ftz", "sbx")
+OFF_POLICY = ("sac", "crossq")
 
 
 def sb3_kwargs(algo: str, cfg: dict) -> dict:
@@ -65,6 +66,26 @@ def sb3_kwargs(algo: str, cfg: dict) -> dict:
             gradient_steps=cfg["gradient_steps"],
             ent_coef="auto",
             policy_kwargs=dict(net_arch=list(cfg["hidden"])),
+        )
+    if algo == "crossq":  # SBX's CrossQ (its authors' reference); gendm's field names mapped onto it
+        return dict(
+            learning_rate=cfg["learning_rate"],
+            qf_learning_rate=cfg["critic_learning_rate"],
+            buffer_size=cfg["buffer_size"],
+            learning_starts=cfg["learning_starts"],
+            batch_size=cfg["batch_size"],
+            gamma=cfg["gamma"],
+            train_freq=cfg["train_freq"],
+            gradient_steps=cfg["gradient_steps"],
+            policy_delay=cfg["policy_delay"],
+            ent_coef="auto",
+            policy_kwargs=dict(
+                net_arch=dict(pi=list(cfg["hidden"]), qf=list(cfg["critic_hidden"])),
+                n_critics=cfg["num_critics"],
+                batch_norm_actor=cfg["actor_batch_norm"],
+                batch_norm_momentum=cfg["batch_norm_momentum"],
+                renorm_warmup_steps=cfg["renorm_warmup_steps"],
+            ),
         )
     if algo == "ppo":
         import torch
@@ -114,7 +135,9 @@ def _rates(algo: str, learn_s: float, env_steps: int, updates: int) -> dict[str,
         "learn_updates_per_s": updates / learn_s if learn_s > 0 else None,
     }
     key, unit = (
-        ("learn_updates_per_s", "updates/s") if algo == "sac" else ("learn_env_steps_per_s", "env steps/s")
+        ("learn_updates_per_s", "updates/s")
+        if algo in OFF_POLICY
+        else ("learn_env_steps_per_s", "env steps/s")
     )
     return out | {"learn_rate": out[key], "rate_unit": unit}
 
@@ -190,19 +213,21 @@ def run_peer(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides:
     from gendm.train.trainer import EVAL_SEED_OFFSET
 
     if lib == "sbx":
-        if algo != "sac":
-            raise SystemExit(f"sbx is compared for SAC only here, not {algo}")
+        if algo not in OFF_POLICY:
+            raise SystemExit(f"sbx is compared for SAC and CrossQ only here, not {algo}")
         import sbx
 
-        cls = sbx.SAC
+        cls = {"sac": sbx.SAC, "crossq": sbx.CrossQ}[algo]
     else:
         import stable_baselines3 as sb3
 
+        if algo == "crossq":
+            raise SystemExit("CrossQ's peer is SBX (--libs gendm,sbx); SB3 has no CrossQ")
         cls = {"sac": sb3.SAC, "ppo": sb3.PPO}[algo]
     if lib == "sb3-ftz":  # SB3 given the one process flag gendm's loop sets (subnormals as zero)
         torch.set_flush_denormal(True)
     c = to_dict(apply_overrides(all_methods().get(algo).config_cls(), overrides))
-    warmup = c["learning_starts"] if algo == "sac" else 0
+    warmup = c["learning_starts"] if algo in OFF_POLICY else 0
 
     class LearnPhase(BaseCallback):
         """Time and update count when the learning phase starts (num_timesteps reaches the warm-up)
@@ -237,7 +262,7 @@ def run_peer(lib: str, algo: str, env_id: str, steps: int, seed: int, overrides:
     model.learn(total_timesteps=steps, callback=timer)
     train_s = time.perf_counter() - t
     m = timer.marks
-    updates = int(model._n_updates - m["updates0"]) if algo == "sac" else int(model._n_updates)
+    updates = int(model._n_updates - m["updates0"]) if algo in OFF_POLICY else int(model._n_updates)
     if updates == 0 or m["t1"] <= m["t0"]:
         raise SystemExit(f"{lib} {algo} made no update in {steps} steps: raise --steps above learning_starts")
     rates = _rates(algo, m["t1"] - m["t0"], int(model.num_timesteps - m["steps0"]), updates)
@@ -290,7 +315,7 @@ def parse_libs(text: str) -> list[tuple[str, str]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--algo", choices=["sac", "ppo"], required=True)
+    p.add_argument("--algo", choices=["sac", "crossq", "ppo"], required=True)
     p.add_argument("--env", required=True)
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
