@@ -54,31 +54,23 @@ OFF_POLICY = ("sac", "crossq")
 
 def sb3_kwargs(algo: str, cfg: dict) -> dict:
     """Translate a gendm config (as a dict) into the equivalent SB3 (and SBX) constructor arguments."""
-    if algo == "sac":
-        return dict(
+    if algo in OFF_POLICY:
+        common = dict(
             learning_rate=cfg["learning_rate"],
             buffer_size=cfg["buffer_size"],
             learning_starts=cfg["learning_starts"],
             batch_size=cfg["batch_size"],
-            tau=cfg["tau"],
             gamma=cfg["gamma"],
             train_freq=cfg["train_freq"],
             gradient_steps=cfg["gradient_steps"],
             ent_coef="auto",
-            policy_kwargs=dict(net_arch=list(cfg["hidden"])),
         )
-    if algo == "crossq":  # SBX's CrossQ (its authors' reference); gendm's field names mapped onto it
-        return dict(
-            learning_rate=cfg["learning_rate"],
+        if algo == "sac":
+            return common | dict(tau=cfg["tau"], policy_kwargs=dict(net_arch=list(cfg["hidden"])))
+        # CrossQ's peer is SBX's (its authors' reference); gendm's field names mapped onto it
+        return common | dict(
             qf_learning_rate=cfg["critic_learning_rate"],
-            buffer_size=cfg["buffer_size"],
-            learning_starts=cfg["learning_starts"],
-            batch_size=cfg["batch_size"],
-            gamma=cfg["gamma"],
-            train_freq=cfg["train_freq"],
-            gradient_steps=cfg["gradient_steps"],
             policy_delay=cfg["policy_delay"],
-            ent_coef="auto",
             policy_kwargs=dict(
                 net_arch=dict(pi=list(cfg["hidden"]), qf=list(cfg["critic_hidden"])),
                 n_critics=cfg["num_critics"],
