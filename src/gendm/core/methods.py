@@ -138,11 +138,6 @@ def register_method(m: Method) -> Method:
     return METHODS.register(m.name, m)
 
 
-def methods_of(*families: str) -> list[str]:
-    """Names of the registered methods of these families, sorted."""
-    return [name for name, m in METHODS.items() if m.family in families]
-
-
 def accepting(task: TaskInfo) -> list[str]:
     """Names of the registered methods that can run on ``task``, sorted."""
     from gendm.core.errors import GendmError
@@ -209,7 +204,6 @@ __all__ = [
     "Method",
     "TaskInfo",
     "accepting",
-    "methods_of",
     "register_family",
     "register_method",
     "run_option_problem",
